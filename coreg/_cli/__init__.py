@@ -1,0 +1,1 @@
+"""Stage commands of the ``coreg`` CLI (one module per stage; each exports ``COMMANDS``)."""
