@@ -68,8 +68,8 @@ def test_crop_matches_reference_loop() -> None:
 def test_flip_is_a_mirror_or_identity() -> None:
     x = torch.randint(0, 255, (64, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     out = random_crop_flip(x, padding=0, flip=True, generator=torch.Generator().manual_seed(2))
-    flipped = torch.stack([torch.equal(o, i.flip(-1)) for o, i in zip(out, x)])
-    same = torch.stack([torch.equal(o, i) for o, i in zip(out, x)])
+    flipped = torch.tensor([torch.equal(o, i.flip(-1)) for o, i in zip(out, x)])
+    same = torch.tensor([torch.equal(o, i) for o, i in zip(out, x)])
     assert (flipped | same).all() and 10 < int(flipped.sum()) < 54
 
 
