@@ -9,7 +9,8 @@ edge install needs no torch. The rules, in order:
 2. the image is converted to ``L`` (1 channel) or ``RGB`` (3 channels) with Pillow's conversions;
 3. if it is not ``size`` x ``size`` it is resized with Pillow's bilinear filter (the aspect ratio
    is not kept, as in training);
-4. float32 = uint8 / 255, normalised per channel, laid out ``[B, C, H, W]``.
+4. float32 ``(x / 255 - mean) / std`` per channel (computed as ``(x - 255 mean) / (255 std)``,
+   exactly as training's evaluation transform), laid out ``[B, C, H, W]``.
 
 EXIF orientation is not applied, because training does not apply it either.
 """
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["PreprocessSpec", "ImageDecodeError", "ImageTooLargeError", "to_uint8_image", "normalize",
+__all__ = ["PreprocessSpec", "ImageDecodeError", "ImageFormatError", "ImageTooLargeError", "to_uint8_image", "normalize",
            "preprocess_images", "open_image", "DEFAULT_MAX_PIXELS"]
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -34,6 +35,10 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 class ImageDecodeError(ValueError):
     """The bytes or file are not a decodable image (message names the input)."""
+
+
+class ImageFormatError(ImageDecodeError):
+    """The bytes are not in any image format Pillow recognises."""
 
 
 class ImageTooLargeError(ImageDecodeError):
@@ -101,9 +106,11 @@ def to_uint8_image(img: Image.Image, *, size: int, channels: int) -> np.ndarray:
 
 def normalize(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """uint8 ``[B, H, W, C]`` -> normalised float32 ``[B, C, H, W]``."""
-    mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(spec.std, dtype=np.float32).reshape(1, -1, 1, 1)
-    x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+    # (x - 255 mean) / (255 std) in float32, the same operations as training's evaluation transform
+    # (coreg.data.transforms.Augmenter.normalize), so the results agree to the last bit.
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(255.0)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(255.0)
+    x = images.astype(np.float32).transpose(0, 3, 1, 2)
     return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
 
 
@@ -134,7 +141,8 @@ def open_image(source: bytes | str | Path, *, max_pixels: int | None = DEFAULT_M
 
     Raises:
         ImageTooLargeError: declared dimensions above ``max_pixels`` (or a Pillow decompression bomb).
-        ImageDecodeError: not an image, truncated or otherwise undecodable.
+        ImageFormatError: not in a format Pillow recognises.
+        ImageDecodeError: truncated or otherwise undecodable.
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "image")
     fp: Any = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
@@ -155,7 +163,7 @@ def open_image(source: bytes | str | Path, *, max_pixels: int | None = DEFAULT_M
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(f"{label}: {e}") from None
     except UnidentifiedImageError:
-        raise ImageDecodeError(f"{label}: not a recognised image format") from None
+        raise ImageFormatError(f"{label}: not a recognised image format") from None
     except FileNotFoundError:
         raise ImageDecodeError(f"{label}: no such file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -129,7 +129,7 @@ def spec_metadata(spec: ImageSpec | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def normalize_images(images: np.ndarray, spec: ImageSpec | Mapping[str, Any]) -> np.ndarray:
-    """The training evaluation transform on uint8 images: ``/255``, per-channel ``(x - mean) / std``.
+    """The training evaluation transform on uint8 images: per channel ``(x / 255 - mean) / std``.
 
     Args:
         images: uint8 ``[N, H, W, C]`` at the spec size.
@@ -144,9 +144,10 @@ def normalize_images(images: np.ndarray, spec: ImageSpec | Mapping[str, Any]) ->
     s = spec_metadata(spec)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != s["channels"]:
         raise CoregError(f"expected uint8 images [N, H, W, {s['channels']}], got {images.dtype} {images.shape}")
-    mean = np.asarray(s["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(s["std"], dtype=np.float32).reshape(1, -1, 1, 1)
-    x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+    # The operations of coreg.data.transforms.Augmenter.normalize, in numpy: (x - 255 mean) / (255 std).
+    mean = np.asarray(s["mean"], dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(255.0)
+    std = np.asarray(s["std"], dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(255.0)
+    x = images.astype(np.float32).transpose(0, 3, 1, 2)
     return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
 
 

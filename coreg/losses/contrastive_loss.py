@@ -132,16 +132,18 @@ class NoiseTolerantContrastiveLoss(nn.Module):
                              f"{tuple(bank_flags.shape)}")
         if bank_labels.dtype.is_floating_point or bank_labels.dtype == torch.bool:
             raise ValueError(f"bank_labels must be integer hard labels, got {bank_labels.dtype}")
-        q32, bank32 = q.float(), bank.float()
         scale = self.temperature / self.base_temperature
-        if self.mode == "unsupcon":
-            l_pos = (q32 * bank32[b:2 * b]).sum(dim=1, keepdim=True)
-            l_neg = q32 @ bank32[2 * b:].t()
-            logits = torch.cat([l_pos, l_neg], dim=1) / self.temperature
-            target = torch.zeros(b, dtype=torch.long, device=q.device)
-            return scale * F.cross_entropy(logits, target)
+        # Similarities divided by 0.07 must stay float32: autocast would run the matmul in bf16.
+        with torch.autocast(q.device.type, enabled=False):
+            q32, bank32 = q.float(), bank.float()
+            if self.mode == "unsupcon":
+                l_pos = (q32 * bank32[b:2 * b]).sum(dim=1, keepdim=True)
+                l_neg = q32 @ bank32[2 * b:].t()
+                logits = torch.cat([l_pos, l_neg], dim=1) / self.temperature
+                target = torch.zeros(b, dtype=torch.long, device=q.device)
+                return scale * F.cross_entropy(logits, target)
+            sim = q32 @ bank32.t() / self.temperature
         pos, den, weight = self.masks(bank_labels, bank_flags, b)
-        sim = q32 @ bank32.t() / self.temperature
         log_norm = torch.logsumexp(sim.masked_fill(~den, float("-inf")), dim=1, keepdim=True)
         posf = pos.float()
         mean_log_prob_pos = (posf * (sim - log_norm)).sum(dim=1) / posf.sum(dim=1).clamp(min=1.0)

@@ -59,7 +59,9 @@ def prototype_loss(
         raise ValueError(f"num_labelled must be in [0, {m}], got {num_labelled}")
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
-    sim = z.float() @ prototypes.detach().float().t() / tau
+    # Float32 similarities even under autocast (which would run the matmul in bf16).
+    with torch.autocast(z.device.type, enabled=False):
+        sim = z.float() @ prototypes.detach().float().t() / tau
     ta, tb = targets_a.float(), targets_b.float()
     loss = sim.sum() * 0.0
     n = num_labelled

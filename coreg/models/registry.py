@@ -66,7 +66,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"model kwargs must be plain JSON-able values, got {kwargs!r}") from exc
     model = _MODELS[name](**kwargs)
-    model.coreg_spec = {"name": name, "kwargs": dict(kwargs)}
+    setattr(model, "coreg_spec", {"name": name, "kwargs": dict(kwargs)})  # noqa: B010 (typed nn.Module setattr)
     return model
 
 

@@ -13,7 +13,8 @@ __all__ = ["update_momentum", "copy_parameters"]
 
 
 def _paired(src: nn.Module, dst: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    a, b = list(src.parameters()), list(dst.parameters())
+    a: list[torch.Tensor] = list(src.parameters())
+    b: list[torch.Tensor] = list(dst.parameters())
     if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
         raise ValueError("the two modules must have the same parameter shapes in the same order")
     return a, b

@@ -1,0 +1,410 @@
+"""The training loop shared by every method.
+
+The engine owns: device choice, bf16 autocast and channels_last, the seeded per-epoch generators,
+optimiser stepping, the cosine LR, per-epoch evaluation (test accuracy of every network and of
+the eval module, label-free selection metrics on a held-out part of the training data), an atomic
+checkpoint after every epoch, resuming, and logging through a :class:`~coreg.tracking.Tracker`.
+It imports neither mlflow nor optuna: callers pass a tracker and epoch callbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from coreg.data.annotations import Annotation
+from coreg.data.datasets import DataBundle
+from coreg.data.transforms import Augmenter, to_tensor_images
+from coreg.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from coreg.engine.config import TrainConfig
+from coreg.engine.evaluate import accuracy, approximated_accuracy, covering_rate, predict_logits
+from coreg.engine.schedule import cosine_lr
+from coreg.engine.seed import derive_seed, epoch_generators
+from coreg.errors import CoregError
+from coreg.methods.base import EpochContext, Method, StepContext, TrainData
+from coreg.student import Student
+from coreg.tracking.base import NullTracker, Tracker
+
+logger = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+"""Called after every epoch with ``(epoch, metrics)``; may raise to stop (e.g. Optuna pruning)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu.
+
+    Raises:
+        CoregError: an explicitly requested device is not available.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CoregError("--device cuda requested but no CUDA device is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CoregError("--device mps requested but MPS is not available")
+    return torch.device(name)
+
+
+def use_bf16(amp: str, device: torch.device) -> bool:
+    """``auto``: bf16 autocast on CUDA, and on CPUs with AMX (where it is about 3x faster)."""
+    if amp == "off":
+        return False
+    if amp == "bf16":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return "AMX" in str(torch.backends.cpu.get_cpu_capability()).upper()
+    return False
+
+
+@dataclass
+class EvalSets:
+    """Held-out data the engine evaluates on each epoch (uint8 images on the device)."""
+
+    test_images: Tensor | None = None
+    test_labels: Tensor | None = None
+    val_images: Tensor | None = None
+    val_candidates: Tensor | None = None
+    val_gold: Tensor | None = None  # few-shot gold labels of validation images (-1 = unknown)
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    student: Student
+    out_dir: Path
+    selection_metric: str | None = None
+    best_epoch: int | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_data(
+    bundle: DataBundle, annotation: Annotation, cfg: TrainConfig, *, device: torch.device,
+    gold: np.ndarray | None = None,
+) -> tuple[TrainData, EvalSets, dict[str, Any]]:
+    """Move a dataset + annotation to the device and split off the selection hold-out.
+
+    Args:
+        bundle: the dataset (its gold labels, if any, are used for diagnostics only).
+        annotation: candidate sets for ``bundle.train`` (already checked against it).
+        cfg: train config (``val_fraction``, ``seed``, ``channels_last``, ``strong_augment``).
+        device: training device.
+        gold: optional few-shot gold labels ``[N]`` (-1 = unknown): training images among them
+            become trusted one-hot candidates; validation images among them give ``val_acc``.
+
+    Returns:
+        ``(train_data, eval_sets, info)``; ``info["train_index"]`` / ``info["val_index"]`` map
+        back to rows of the annotation.
+    """
+    n = annotation.num_samples
+    k = annotation.num_classes
+    rng = np.random.default_rng(derive_seed(cfg.seed, "val-split"))
+    n_val = int(round(cfg.val_fraction * n))
+    perm = rng.permutation(n)
+    val_idx = np.sort(perm[:n_val])
+    tr_idx = np.sort(perm[n_val:])
+    images = to_tensor_images(bundle.train.images, device)
+    cand = torch.from_numpy(annotation.candidates.astype(np.float32)).to(device)
+    scores = torch.from_numpy(annotation.soft_labels()).to(device) if annotation.scores is not None else None
+    noisy = torch.from_numpy(annotation.single_labels()).to(device)
+    gold_all = torch.from_numpy(bundle.train.labels).to(device) if bundle.train.labels is not None else None
+    trusted = None
+    tr_t = torch.from_numpy(tr_idx).to(device)
+    val_t = torch.from_numpy(val_idx).to(device)
+    if gold is not None:
+        g = torch.from_numpy(np.asarray(gold, dtype=np.int64)).to(device)
+        known = g >= 0
+        onehot = torch.zeros(n, k, device=device)
+        onehot[known.nonzero().flatten(), g[known]] = 1.0
+        cand = torch.where(known[:, None], onehot, cand)
+        if scores is not None:
+            scores = torch.where(known[:, None], onehot, scores)
+        trusted = known[tr_t]
+    aug = Augmenter(bundle.spec, strong=cfg.strong_augment, channels_last=cfg.channels_last)
+    data = TrainData(
+        images=images[tr_t], candidates=cand[tr_t], scores=scores[tr_t] if scores is not None else None,
+        noisy_labels=noisy[tr_t], gold=gold_all[tr_t] if gold_all is not None else None, spec=bundle.spec,
+        augment=aug, classes=list(bundle.classes), trusted=trusted,
+    )
+    evals = EvalSets()
+    if bundle.test is not None and bundle.test.labels is not None:
+        evals.test_images = to_tensor_images(bundle.test.images, device)
+        evals.test_labels = torch.from_numpy(bundle.test.labels).to(device)
+    if n_val:
+        evals.val_images = images[val_t]
+        evals.val_candidates = cand[val_t]
+        if gold is not None:
+            vg = torch.from_numpy(np.asarray(gold, dtype=np.int64)).to(device)[val_t]
+            evals.val_gold = vg if bool((vg >= 0).any()) else None
+    info = {"train_index": tr_idx, "val_index": val_idx, "num_train": len(tr_idx), "num_val": len(val_idx)}
+    return data, evals, info
+
+
+class Trainer:
+    """Runs a :class:`Method` for ``cfg.epochs`` epochs with checkpoints, evaluation and tracking.
+
+    Args:
+        cfg: train config.
+        method: the method (already holding its networks, on ``device``).
+        data: training data on the device.
+        evals: evaluation sets.
+        out_dir: where ``checkpoint.pt`` and ``student.pt`` go.
+        tracker: where metrics go (``NullTracker`` by default).
+        callbacks: called after each epoch with ``(epoch, metrics)``.
+        student_meta: ``data`` / ``source`` descriptions stored in the student.
+        progress: show tqdm bars.
+    """
+
+    def __init__(self, cfg: TrainConfig, method: Method, data: TrainData, evals: EvalSets, *, out_dir: str | Path,
+                 device: torch.device, tracker: Tracker | None = None, callbacks: Sequence[EpochCallback] = (),
+                 student_meta: dict[str, Any] | None = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.method = method
+        self.data = data
+        self.evals = evals
+        self.out_dir = Path(out_dir)
+        self.device = device
+        self.tracker = tracker or NullTracker()
+        self.callbacks = list(callbacks)
+        self.meta = student_meta or {}
+        self.progress = progress
+        self.bf16 = use_bf16(cfg.amp, device)
+        self.optimizers = method.configure_optimizers()
+        self.history: list[dict[str, float]] = []
+        self.start_epoch = 0
+        self.selection_metric = ("val_acc" if evals.val_gold is not None else
+                                 "val_approx_acc" if evals.val_images is not None else None)
+        self.best: dict[str, Any] = {"value": -math.inf, "epoch": None}
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "method": self.method.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "extra": self.method.extra_state(),
+            "history": self.history,
+            "best": self.best,
+            "config": self.cfg.to_dict(),
+            "fingerprint": self.meta.get("data", {}).get("fingerprint"),
+            "source": self.meta.get("source", {}),
+        }
+
+    def resume(self) -> bool:
+        """Load ``out_dir/checkpoint.pt`` if present; returns whether a run was resumed.
+
+        Raises:
+            CoregError: the checkpoint belongs to other data or another method/model config.
+        """
+        path = self.out_dir / CHECKPOINT_FILE
+        if not path.exists():
+            return False
+        st = load_checkpoint(path)
+        fp = self.meta.get("data", {}).get("fingerprint")
+        if st.get("fingerprint") and fp and st["fingerprint"] != fp:
+            raise CoregError(f"checkpoint {path} was trained on other data (fingerprint {st['fingerprint']} != {fp})")
+        old = dict(st.get("config", {}))
+        new = self.cfg.to_dict()
+        for key in ("method_name", "model", "method", "seed", "warmup", "val_fraction"):
+            if old.get(key) != new.get(key):
+                raise CoregError(f"checkpoint {path} has a different {key} ({old.get(key)} != {new.get(key)}); "
+                                 "use another --out directory or the same settings")
+        self.method.load_state_dict(st["method"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(st["optimizers"][k])
+        self.method.load_extra_state(st.get("extra", {}))
+        self.history = list(st.get("history", []))
+        self.best = dict(st.get("best", self.best))
+        self.start_epoch = int(st["epoch"]) + 1
+        logger.info("resumed from %s at epoch %d", path, self.start_epoch)
+        return True
+
+    def student(self) -> Student:
+        """The current student (copies of the evaluated networks on the CPU)."""
+        import copy
+
+        nets = [copy.deepcopy(n).cpu().eval() for n in self.method.eval_nets().values()]
+        return Student(nets=nets, classes=list(self.data.classes), spec=self.data.spec,
+                       data=dict(self.meta.get("data", {})), source=dict(self.meta.get("source", {})))
+
+    # ----------------------------------------------------------------- evaluation
+
+    def evaluate(self) -> dict[str, float]:
+        """Test accuracy of each network and of the eval module; label-free selection metrics."""
+        out: dict[str, float] = {}
+        ev = self.evals
+        tf = self.data.augment.test
+        bs = self.cfg.eval_batch_size
+        nets = self.method.eval_nets()
+        if ev.test_images is not None and ev.test_labels is not None:
+            logits_sum = None
+            for name, net in nets.items():
+                lg = predict_logits(net, ev.test_images, transform=tf, batch_size=bs, autocast=self.bf16)
+                out[f"test_acc_{name}"] = accuracy(lg.argmax(1), ev.test_labels)
+                logits_sum = lg if logits_sum is None else logits_sum + lg
+            if logits_sum is not None:
+                out["test_acc"] = accuracy(logits_sum.argmax(1), ev.test_labels)
+        if ev.val_images is not None and ev.val_candidates is not None:
+            lg = predict_logits(self.method.eval_module(), ev.val_images, transform=tf, batch_size=bs,
+                                autocast=self.bf16)
+            pred = lg.argmax(1)
+            out["val_covering_rate"] = covering_rate(pred, ev.val_candidates)
+            out["val_approx_acc"] = approximated_accuracy(pred, ev.val_candidates)
+            if ev.val_gold is not None:
+                known = ev.val_gold >= 0
+                out["val_acc"] = accuracy(pred[known], ev.val_gold[known])
+        return out
+
+    # ----------------------------------------------------------------- the loop
+
+    def fit(self, *, resume: bool = False) -> FitResult:
+        """Train from the start (or from the checkpoint with ``resume``) to ``cfg.epochs``."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume()
+        elif (self.out_dir / CHECKPOINT_FILE).exists():
+            raise CoregError(f"{self.out_dir} already holds a checkpoint; pass --resume to continue it, "
+                             "or choose another --out")
+        cfg = self.cfg
+        for epoch in range(self.start_epoch, cfg.epochs):
+            metrics = self.run_epoch(epoch)
+            self.history.append(metrics)
+            sel = metrics.get(self.selection_metric) if self.selection_metric else None
+            if sel is not None and sel == sel and sel > self.best["value"]:
+                self.best = {"value": sel, "epoch": epoch}
+                self.student().save(self.out_dir / "student_best.pt")
+            self.tracker.log_metrics(metrics, step=epoch)
+            save_checkpoint(self.out_dir / CHECKPOINT_FILE, self._state(epoch))
+            for cb in self.callbacks:
+                cb(epoch, metrics)
+        student = self.student()
+        student.save(self.out_dir / "student.pt")
+        final = dict(self.history[-1]) if self.history else {}
+        if self.history and any("test_acc" in h for h in self.history):
+            final["best_test_acc"] = max(h.get("test_acc", -1.0) for h in self.history)
+        return FitResult(metrics=final, history=self.history, student=student, out_dir=self.out_dir,
+                         selection_metric=self.selection_metric, best_epoch=self.best.get("epoch"))
+
+    def run_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch: LR, the method's plan, every phase's steps, evaluation."""
+        cfg = self.cfg
+        lr = cosine_lr(epoch, base_lr=cfg.lr, period=cfg.lr_period, decay_rate=cfg.lr_decay_rate)
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+        gen, rng = epoch_generators(cfg.seed, epoch)
+        ctx = EpochContext(epoch=epoch, num_epochs=cfg.epochs, warmup=cfg.warmup, data=self.data, generator=gen,
+                           rng=rng, seed=cfg.seed, device=self.device)
+        self.method.train()
+        t0 = time.perf_counter()
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            plan = self.method.on_epoch_start(ctx)
+        t_plan = time.perf_counter() - t0
+        sums: dict[str, Any] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        steps = 0
+        for phase, batches in plan.phases.items():
+            opt = self.optimizers[phase]
+            total = plan.lengths.get(phase)
+            bar = tqdm(batches, total=total, desc=f"epoch {epoch} {phase}", leave=False,
+                       disable=not self.progress, mininterval=1.0)
+            for b_idx, batch in enumerate(bar):
+                sctx = StepContext(epoch=epoch, warmup=cfg.warmup, phase=phase, batch_index=b_idx,
+                                   num_batches=total or 0, generator=gen, rng=rng, data=self.data, optimizer=opt)
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    out = self.method.training_step(batch, sctx)
+                loss = out.losses["loss"]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                steps += 1
+                for key, v in {"loss": loss.detach(), **out.report}.items():
+                    sums[f"{phase}_{key}"] = sums[f"{phase}_{key}"] + (v.detach() if isinstance(v, Tensor) else v)
+                    counts[f"{phase}_{key}"] += 1
+        train_time = time.perf_counter() - t0
+        metrics: dict[str, float] = {"lr": lr, "epoch_time": train_time, "plan_time": t_plan, "steps": float(steps)}
+        for key, total_v in sums.items():
+            metrics[key] = float(total_v) / counts[key]
+        bad = [k for k, v in metrics.items() if k.endswith("_loss") and not math.isfinite(v)]
+        if bad:
+            raise CoregError(f"training diverged at epoch {epoch} ({', '.join(bad)} not finite); "
+                             f"the last good checkpoint is in {self.out_dir}; try a lower --set lr=...")
+        phase_losses = [metrics[f"{p}_loss"] for p in plan.phases if f"{p}_loss" in metrics]
+        if phase_losses:
+            metrics["train_loss"] = float(np.mean(phase_losses))
+        metrics.update({k: float(v) for k, v in plan.report.items()})
+        metrics.update({k: float(v) for k, v in self.method.on_epoch_end(ctx).items()})
+        t1 = time.perf_counter()
+        metrics.update(self.evaluate())
+        metrics["eval_time"] = time.perf_counter() - t1
+        logger.info("epoch %d/%d lr %.5f loss %.4f test_acc %s (%.1fs)", epoch + 1, cfg.epochs, lr,
+                    metrics.get("train_loss", float("nan")),
+                    f"{metrics['test_acc']:.4f}" if "test_acc" in metrics else "-", train_time)
+        return metrics
+
+
+def build_method(cfg: TrainConfig, data: TrainData, *, device: torch.device) -> Method:
+    """Create the configured method with a seeded model factory, on ``device``."""
+    from coreg.methods import get_method
+    from coreg.models import create_model
+
+    spec = data.spec
+
+    def factory() -> torch.nn.Module:
+        return create_model(cfg.model.name, num_classes=data.num_classes, in_channels=spec.channels,
+                            setting=spec.setting, width=cfg.model.width, proj_dim=cfg.model.proj_dim)
+
+    cls = get_method(cfg.method_name)
+    if not isinstance(cfg.method, cls.config_cls):
+        raise CoregError(f"config for method {cfg.method_name} must be {cls.config_cls.__name__}")
+    # Weight initialisation is the only use of the global RNG: fork it so callers are unaffected.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        method = cls(cfg.method, data=data, model_factory=factory,
+                     optim={"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay})
+    method.to(device)
+    if cfg.channels_last:
+        method.to(memory_format=torch.channels_last)
+    return method
+
+
+def fit(
+    cfg: TrainConfig, bundle: DataBundle, annotation: Annotation, *, out_dir: str | Path,
+    tracker: Tracker | None = None, resume: bool = False, callbacks: Sequence[EpochCallback] = (),
+    gold: np.ndarray | None = None, source: dict[str, Any] | None = None, progress: bool = True,
+) -> FitResult:
+    """Train ``cfg.method_name`` on ``bundle`` with ``annotation``: the library entry point of ``coreg train``."""
+    annotation.check_against(bundle)
+    device = resolve_device(cfg.device)
+    data, evals, info = prepare_data(bundle, annotation, cfg, device=device, gold=gold)
+    method = build_method(cfg, data, device=device)
+    meta = {"data": bundle.describe() | {"annotator": annotation.annotator.get("kind")},
+            "source": {"method": cfg.method_name, **(source or {})}}
+    meta["data"].pop("classes", None)
+    trainer = Trainer(cfg, method, data, evals, out_dir=out_dir, device=device, tracker=tracker,
+                      callbacks=callbacks, student_meta=meta, progress=progress)
+    result = trainer.fit(resume=resume)
+    result.extras.update(info)
+    result.extras["trainer"] = trainer
+    return result
