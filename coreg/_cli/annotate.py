@@ -84,7 +84,7 @@ def annotate(data: str, data_dir: str | None, download: bool, split_seed: int, s
              batch_size: int | None, workers: int | None, device: str | None, cache_dir: str | None,
              no_cache: bool, seed: int | None, experiment: str, no_track: bool, out: str) -> None:
     """Annotate a dataset with CLIP candidate label sets (spec section 1)."""
-    from coreg.annotate import AnnotateConfig, annotate_dataset, load_clip
+    from coreg.annotate import AnnotateConfig, annotate_dataset, load_class_names, load_clip, load_templates
     from coreg.config import build_config
 
     cfg = build_config(AnnotateConfig, config_file=config_file)
@@ -95,6 +95,9 @@ def annotate(data: str, data_dir: str | None, download: bool, split_seed: int, s
     if no_cache:
         cfg = cfg.with_updates({"cache_dir": None})
     bundle = load_data(data, data_dir, download, split_seed, split_ratio)
+    load_templates(cfg.templates)  # fail on bad templates / class names before loading a large model
+    if cfg.class_names:
+        load_class_names(cfg.class_names, bundle.classes)
     clip = load_clip(cfg.model, cfg.pretrained, device=cfg.device, seed=cfg.seed)
     with _tracking(no_track, experiment=experiment, run_name=f"annotate-{bundle.name}-{cfg.model}-{cfg.mode}",
                    tags={"stage": "annotate"}) as tracker:

@@ -39,7 +39,13 @@ from coreg.annotate.clip import (
     score_embeddings,
 )
 from coreg.annotate.importer import ImportFormatError, export_jsonl, import_jsonl
-from coreg.annotate.prompts import TemplateError, TemplateSet, build_prompts, list_template_sets, load_templates
+from coreg.annotate.prompts import (
+    TemplateError,
+    TemplateSet,
+    build_prompts,
+    list_template_sets,
+    load_templates,
+)
 
 __all__ = [
     "AnnotateConfig", "AnnotateResult", "BuilderError", "CandidateBuilder", "ClassNamesError", "ClipLoadError",

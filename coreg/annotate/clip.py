@@ -391,7 +391,8 @@ class _ArrayImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Tensor:
         arr = self.images[i]
-        img = Image.fromarray(arr[..., 0], mode="L") if arr.shape[-1] == 1 else Image.fromarray(arr, mode="RGB")
+        # uint8 [H, W] -> mode L, [H, W, 3] -> RGB; the preprocess converts L to RGB like spec 1.1.
+        img = Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr))
         return self.preprocess(img)
 
 
@@ -684,5 +685,6 @@ def annotate_dataset(bundle: Any, config: AnnotateConfig, *, out: str | Path | N
 
         params = {**config.to_params(), **builder.params, "data": bundle.name, "templates_count": len(templates)}
         log_annotation(tracker, ann, path=path, gold=gold, metrics=metrics, params=params)
+        tracker.log_text(config.to_yaml(), "config.yaml")
     return AnnotateResult(annotation=ann, metrics=metrics, path=path, templates=templates,
                           test_template_top1=scored["test"][1] if "test" in scored else None)

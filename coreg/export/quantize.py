@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from coreg.errors import CoregError
-from coreg.export.onnx import normalize_images, read_metadata, run_onnx, ort_session, spec_metadata
+from coreg.export.onnx import normalize_images, ort_session, read_metadata, run_onnx, spec_metadata
 
 if TYPE_CHECKING:
     from coreg.data.datasets import ImageSpec
