@@ -7,6 +7,7 @@ from coreg.methods.base import EpochContext, EpochPlan, Method, MethodConfig, St
 from coreg.methods.registry import create_method, get_method, list_methods, register_method
 
 from coreg.methods import coreg as _coreg  # noqa: F401,E402  (registration)
+from coreg.methods import baselines as _baselines  # noqa: F401,E402  (registration)
 
 
 __all__ = ["Method", "MethodConfig", "EpochContext", "EpochPlan", "StepContext", "StepOutput", "TrainData",

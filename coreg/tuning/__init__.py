@@ -1,0 +1,1 @@
+"""Hyper-parameter tuning: per-method Optuna search spaces (``spaces``) and the study driver."""
