@@ -25,7 +25,8 @@ logger = logging.getLogger("coreg")
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "PIL", "optuna", "git", "httpx", "filelock"):
+    for noisy in ("mlflow", "alembic", "urllib3", "matplotlib", "PIL", "optuna", "git", "httpx", "filelock",
+                  "onnxscript", "onnx_ir", "onnxruntime", "torch.onnx", "torch._dynamo", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

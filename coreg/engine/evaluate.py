@@ -1,13 +1,17 @@
 """Evaluation: accuracy, confusion matrices and label-free selection metrics.
 
 Label-free selection (PLENCH, Wang et al., ICLR 2025: "Realistic Evaluation of Deep Partial-Label
-Learning Algorithms"): on held-out training images that carry only candidate sets,
+Learning Algorithms"; reference code ``plench/lib/misc.py``): on held-out training images that
+carry only candidate sets ``S_i``,
 
-* **covering rate** CR = share of predictions inside the candidate set;
-* **approximated accuracy** AA: if a wrong prediction lands in a candidate set as often as a
-  random wrong class does, then CR = acc + (1 - acc) * r with r = (mean |S| - 1) / (K - 1), the
-  average share of wrong classes that are candidates, so acc = (CR - r) / (1 - r) (clipped to
-  [0, 1]). It ranks models like CR but is on the accuracy scale, and it corrects for large sets.
+* **covering rate** CR = (1/n) sum_i [y_hat_i in S_i], the share of predictions inside the set;
+* **approximated accuracy** AA = 1 - (1/n) sum_i sum_{j != y_hat_i} q_ij = (1/n) sum_i q_i,y_hat_i,
+  where q_i = softmax(f(x_i)) restricted to S_i and renormalised (q_ij = p_ij [j in S_i] /
+  sum_{l in S_i} p_il): the 0-1 risk of the prediction with the unknown true label replaced by
+  the model's own confidence over the candidates (PRODEN-style label confidence). It is 0 for a
+  prediction outside the set and equals the model's in-set confidence of its prediction
+  otherwise, so AA <= CR and it penalises hedging between candidates. It needs the model's
+  scores; from hard predictions only (the zero-temperature limit of q) it reduces to CR.
 """
 
 from __future__ import annotations
@@ -45,22 +49,31 @@ def accuracy(pred: Tensor, labels: Tensor) -> float:
 
 
 def covering_rate(pred: Tensor, candidates: Tensor) -> float:
-    """Share of predictions inside their candidate set."""
+    """Share of predictions ``[N]`` (class indices) inside their candidate set ``[N, K]``."""
     if len(pred) == 0:
         return float("nan")
     return float((candidates[torch.arange(len(pred), device=pred.device), pred] > 0).float().mean())
 
 
 def approximated_accuracy(pred: Tensor, candidates: Tensor) -> float:
-    """Covering rate corrected for the chance that a wrong prediction is a candidate (module doc)."""
-    cr = covering_rate(pred, candidates)
-    k = candidates.shape[1]
-    if k < 2 or cr != cr:
-        return cr
-    r = (float((candidates > 0).float().sum(1).mean()) - 1.0) / (k - 1)
-    if r >= 1.0:
+    """PLENCH approximated accuracy (module doc): mean in-set confidence of the predicted class.
+
+    Args:
+        pred: logits (or any scores that a softmax turns into probabilities) ``[N, K]``; or class
+            indices ``[N]``, for which the measure degenerates to :func:`covering_rate`.
+        candidates: candidate sets ``[N, K]`` (bool, 0/1 or weights; ``> 0`` is a candidate).
+
+    Returns:
+        AA in [0, 1] (NaN for an empty input).
+    """
+    if pred.ndim == 1:
+        return covering_rate(pred, candidates)
+    if len(pred) == 0:
         return float("nan")
-    return float(np.clip((cr - r) / (1 - r), 0.0, 1.0))
+    probs = torch.softmax(pred.float(), dim=1) * (candidates > 0).float()
+    conf = probs / (probs.sum(dim=1, keepdim=True) + 1e-12)
+    top = pred.argmax(dim=1)
+    return float(conf[torch.arange(len(pred), device=pred.device), top].mean())
 
 
 def confusion_matrix(pred: Tensor, labels: Tensor, num_classes: int) -> np.ndarray:

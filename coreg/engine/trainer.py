@@ -70,7 +70,22 @@ def use_bf16(amp: str, device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return "AMX" in str(torch.backends.cpu.get_cpu_capability()).upper()
+        return _cpu_has_amx_bf16()
+    return False
+
+
+def _cpu_has_amx_bf16() -> bool:
+    """Whether the CPU has native bf16 (AMX or AVX512-bf16): bf16 autocast is then ~2-3x faster."""
+    if "AMX" in str(torch.backends.cpu.get_cpu_capability()).upper():
+        return True
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split()
+                    return "amx_bf16" in flags or "avx512_bf16" in flags
+    except OSError:
+        return False
     return False
 
 

@@ -133,7 +133,7 @@ def _pico(trial: optuna.Trial) -> list[str]:
 @register_space("dividemix")
 def _dividemix(trial: optuna.Trial) -> list[str]:
     return [_lr(trial),
-            f"method.lambda_u={trial.suggest_categorical('lambda_u', [0.0, 25.0, 50.0, 150.0])!r}",
+            f"method.lambda_u={trial.suggest_float('lambda_u', 0.0, 150.0)!r}",
             f"method.p_threshold={trial.suggest_float('p_threshold', 0.3, 0.8)!r}",
             f"method.T={trial.suggest_float('T', 0.25, 1.0)!r}",
             f"method.alpha={trial.suggest_categorical('alpha', [0.5, 1.0, 4.0])!r}",
