@@ -8,8 +8,6 @@ Every config validates itself in ``__post_init__`` and raises :class:`ValueError
 
 from __future__ import annotations
 
-from coreg.errors import CoregError
-
 import ast
 import dataclasses
 import typing
@@ -17,6 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from coreg.errors import CoregError
 
 T = TypeVar("T", bound="StageConfig")
 

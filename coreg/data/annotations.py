@@ -17,8 +17,6 @@ annotation made for other data with a one-line error.
 
 from __future__ import annotations
 
-from coreg.errors import CoregError
-
 import io
 import json
 import os
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from coreg.errors import CoregError
 
 FORMAT_VERSION = 1
 

@@ -17,8 +17,6 @@ stored in every annotation file, so a split is never redrawn silently.
 
 from __future__ import annotations
 
-from coreg.errors import CoregError
-
 import gzip
 import hashlib
 import logging
@@ -31,6 +29,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
+
+from coreg.errors import CoregError
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coreg.config import check
-from coreg.losses import NoiseTolerantContrastiveLoss, PartialCELoss, negative_entropy, prototype_loss, semi_loss
+from coreg.losses import (
+    NoiseTolerantContrastiveLoss,
+    PartialCELoss,
+    negative_entropy,
+    prototype_loss,
+    semi_loss,
+)
 from coreg.losses.semi_loss import linear_rampup
 from coreg.methods.base import (
     EpochContext,

@@ -8,7 +8,14 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from coreg.data.datasets import ImageSpec
-from coreg.data.transforms import OP_NAMES, Augmenter, grey_cutout, rand_augment_one_op, random_crop_flip, rgb_cutout
+from coreg.data.transforms import (
+    OP_NAMES,
+    Augmenter,
+    grey_cutout,
+    rand_augment_one_op,
+    random_crop_flip,
+    rgb_cutout,
+)
 
 VALUES = {"Brightness": 0.3, "Color": 0.4, "Contrast": 0.6, "Posterize": 5.5, "Rotate": 17.0, "Sharpness": 0.3,
           "ShearX": 0.2137, "ShearY": -0.25, "Solarize": 128.0, "TranslateX": 0.2137, "TranslateY": -0.15}

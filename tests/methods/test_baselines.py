@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from coreg.data.annotations import Annotation
-from coreg.data.datasets import DataBundle, ImageSplit, ImageSpec
+from coreg.data.datasets import DataBundle, ImageSpec, ImageSplit
 from coreg.data.transforms import Augmenter
 from coreg.engine import TrainConfig
 from coreg.engine.seed import epoch_generators

@@ -61,12 +61,11 @@ def first_step(name: str, *, warmup: int) -> dict[str, Any]:
     ctx = EpochContext(epoch=0, num_epochs=cfg.epochs, warmup=warmup, data=data, generator=gen, rng=rng,
                        seed=cfg.seed, device=CPU)
     plan = method.on_epoch_start(ctx)
-    for phase, batches in plan.phases.items():
-        batch = next(iter(batches), None)
-        if batch is not None:
-            break
-    else:
+    firsts = [(name, next(iter(batches), None)) for name, batches in plan.phases.items()]
+    firsts = [(name, b) for name, b in firsts if b is not None]
+    if not firsts:
         return {"method": method, "opts": opts, "plan": plan, "phase": None}
+    phase, batch = firsts[0]
     before = {n: t.detach().clone() for n, t in method.state_dict().items()}
     sctx = StepContext(epoch=0, warmup=warmup, phase=phase, batch_index=0, num_batches=plan.lengths.get(phase, 1),
                        generator=gen, rng=rng, data=data, optimizer=opts[phase])

@@ -20,7 +20,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coreg.config import check
-from coreg.methods.base import EpochContext, EpochPlan, Method, MethodConfig, StepContext, StepOutput, TrainData, index_batches
+from coreg.methods.base import (
+    EpochContext,
+    EpochPlan,
+    Method,
+    MethodConfig,
+    StepContext,
+    StepOutput,
+    TrainData,
+    index_batches,
+)
 
 __all__ = ["SingleNetConfig", "SingleNetMethod", "softmax32", "restrict", "uniform_over_candidates"]
 

@@ -40,7 +40,12 @@ from torch import Tensor
 
 from coreg.config import check
 from coreg.methods.base import EpochContext, EpochPlan, StepContext, StepOutput, TrainData
-from coreg.methods.baselines._single_net import SingleNetConfig, SingleNetMethod, restrict, uniform_over_candidates
+from coreg.methods.baselines._single_net import (
+    SingleNetConfig,
+    SingleNetMethod,
+    restrict,
+    uniform_over_candidates,
+)
 from coreg.methods.baselines.proden import weighted_ce
 from coreg.methods.registry import register_method
 

@@ -29,7 +29,12 @@ from torch import Tensor
 
 from coreg.config import check
 from coreg.methods.base import StepContext, StepOutput, TrainData
-from coreg.methods.baselines._single_net import SingleNetConfig, SingleNetMethod, restrict, uniform_over_candidates
+from coreg.methods.baselines._single_net import (
+    SingleNetConfig,
+    SingleNetMethod,
+    restrict,
+    uniform_over_candidates,
+)
 from coreg.methods.registry import register_method
 
 __all__ = ["CRDPLLConfig", "CRDPLL", "geometric_target", "non_candidate_loss", "consistency_loss"]

@@ -26,7 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from coreg.methods.base import StepContext, StepOutput, TrainData
-from coreg.methods.baselines._single_net import SingleNetConfig, SingleNetMethod, restrict, uniform_over_candidates
+from coreg.methods.baselines._single_net import (
+    SingleNetConfig,
+    SingleNetMethod,
+    restrict,
+    uniform_over_candidates,
+)
 from coreg.methods.registry import register_method
 
 __all__ = ["ProdenConfig", "Proden", "weighted_ce"]
