@@ -116,16 +116,19 @@ class Annotation:
     def fingerprint(self) -> str | None:
         return self.data.get("fingerprint")
 
-    def single_labels(self) -> np.ndarray:
-        """One noisy label per image: argmax of the scores when present, else the lowest-index
-        candidate of the most frequent per-template vote, else the first candidate. ``(N,)`` int64."""
+    def single_labels(self, *, seed: int = 0) -> np.ndarray:
+        """One noisy label per image ``(N,)`` int64: argmax of the scores when present, else the
+        majority of the per-template top-1s (ties to the lowest index), else a candidate drawn
+        uniformly with a seeded generator (taking the lowest-index candidate would bias the labels
+        towards low class indices)."""
         if self.scores is not None:
             return self.scores.argmax(1).astype(np.int64)
         if self.template_preds is not None:
             votes = np.zeros(self.candidates.shape, dtype=np.int64)
             np.add.at(votes, (np.arange(self.num_samples)[:, None], self.template_preds.astype(np.int64)), 1)
             return votes.argmax(1).astype(np.int64)
-        return self.candidates.argmax(1).astype(np.int64)
+        keys = np.random.default_rng(seed).random(self.candidates.shape)
+        return np.where(self.candidates, keys, -1.0).argmax(1).astype(np.int64)
 
     def soft_labels(self) -> np.ndarray:
         """Soft targets ``(N, K)``: the scores, else the uniform distribution over candidates."""

@@ -200,8 +200,10 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         # Several local workers write to one file: wait for the lock instead of failing.
         kwargs = {"connect_args": {"timeout": 60}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                          grace_period=GRACE_PERIOD_S)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                              grace_period=GRACE_PERIOD_S)
     except (ImportError, ValueError, RuntimeError, optuna.exceptions.OptunaError, SQLAlchemyError) as e:
         raise CoregError(f"cannot open Optuna storage {redact_url(url)}: {str(e).splitlines()[0]}") from None
 

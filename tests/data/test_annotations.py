@@ -61,3 +61,13 @@ def test_stats_match_brute_force(digits) -> None:
     assert st["eta"] == pytest.approx(np.mean([not ann.candidates[i, y[i]] for i in range(len(y))]))
     assert sum(st["set_size_hist"]) == len(y)
     assert sum(p["n"] for p in st["per_class"]) == len(y)
+
+
+def test_single_labels_are_unbiased_candidates(digits) -> None:
+    ann = simulate_annotation(digits, kind="flip", q=0.5, eta=0.0, seed=0)
+    single = ann.single_labels()
+    assert ann.candidates[np.arange(ann.num_samples), single].all()
+    # with q = 0.5 the gold label is only one of ~5.5 candidates: a uniform draw hits it ~1/5 of the time,
+    # while the lowest-index rule would pick class 0 for about half of the rows
+    assert (single == 0).mean() < 0.25
+    assert np.array_equal(single, ann.single_labels())
