@@ -26,9 +26,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(tmp_path: "os.PathLike[str]", monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own sqlite MLflow store, never the user's."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    """Every test gets its own sqlite MLflow store, never the user's, and no state of the last one."""
+    import sys
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    if "mlflow" in sys.modules:
+        import mlflow
+        from mlflow.tracking import fluent
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        fluent._active_experiment_id = None  # cached from a previous test's store
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_URI_TAG = "student_model_uri"
+DESCRIPTION = ("coreg student classifier (pyfunc: uint8 images [B, H, W, C] -> class indices, or probabilities "
+               "with params={'output': 'probs'})")
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,9 @@ def candidate_runs(*, experiment: str, study: str | None = None, client: Any = N
 def rank_runs(runs: list[Any], *, metric: str, mode: str = "max") -> list[tuple[Any, float]]:
     """``(run, value)`` best first by the last logged value of ``metric``; runs without it are left out.
 
-    Ties go to the earlier run. Raises:
+    Ties go to the earlier run.
+
+    Raises:
         CoregError: ``mode`` is not max/min, or no run has a finite value of ``metric``.
     """
     if mode not in ("max", "min"):
@@ -99,12 +103,6 @@ def _version_for(client: Any, name: str, run: Any, *, metric: str, value: float,
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(
-            name, description="coreg student classifier (pyfunc: uint8 images [B, H, W, C] -> class indices, "
-                              "or probabilities with params={'output': 'probs'})")
     run_id = run.info.run_id
     for mv in client.search_model_versions(f"name = '{_q(name)}'"):
         if mv.run_id == run_id or mv.tags.get("source_run_id") == run_id:
@@ -114,6 +112,8 @@ def _version_for(client: Any, name: str, run: Any, *, metric: str, value: float,
         mv = mlflow.register_model(uri, name)
     except MlflowException as e:
         raise CoregError(f"cannot register {uri} of run {run_id}: {str(e).splitlines()[0]}") from None
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=DESCRIPTION)
     tags = {"source_run_id": run_id, "source_experiment": experiment, "selection_metric": metric,
             "selection_value": f"{value:.6g}", "data_fingerprint": run.data.tags.get("data_fingerprint", ""),
             "annotation_source": run.data.tags.get("annotation_source", ""),
