@@ -232,9 +232,13 @@ class StepTracker:
 @contextlib.contextmanager
 def step_tracker(run_id: str) -> Iterator[StepTracker]:
     """Open (resume) the step's run as the active run; it ends FINISHED, or FAILED on an exception."""
+    import mlflow
+
     from coreg.tracking.mlflow import MlflowTracker
 
     os.environ.pop("MLFLOW_RUN_ID", None)
+    # start_run(run_id) refuses a run outside the process's active experiment: select the run's own.
+    mlflow.set_experiment(experiment_id=mlflow_client().get_run(run_id).info.experiment_id)
     with MlflowTracker.start(run_id=run_id) as tracker:
         yield StepTracker(tracker)
 

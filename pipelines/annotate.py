@@ -12,8 +12,15 @@ from pathlib import Path
 
 import click
 
-from pipelines._common import data_params, finish_step, load_bundle, log_annotation_step, run_options, step_main, \
-    step_tracker
+from pipelines._common import (
+    data_params,
+    finish_step,
+    load_bundle,
+    log_annotation_step,
+    run_options,
+    step_main,
+    step_tracker,
+)
 
 ENTRY = "annotate"
 

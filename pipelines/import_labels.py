@@ -11,8 +11,16 @@ from pathlib import Path
 
 import click
 
-from pipelines._common import data_params, fetch, finish_step, load_bundle, log_annotation_step, run_options, \
-    step_main, step_tracker
+from pipelines._common import (
+    data_params,
+    fetch,
+    finish_step,
+    load_bundle,
+    log_annotation_step,
+    run_options,
+    step_main,
+    step_tracker,
+)
 
 ENTRY = "import"
 

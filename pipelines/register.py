@@ -17,7 +17,14 @@ import re
 
 import click
 
-from pipelines._common import mlflow_client, experiment_name_of, finish_step, run_options, step_main, step_tracker
+from pipelines._common import (
+    experiment_name_of,
+    finish_step,
+    mlflow_client,
+    run_options,
+    step_main,
+    step_tracker,
+)
 
 ENTRY = "register"
 MODEL_URI_TAG = "student_model_uri"

@@ -12,8 +12,16 @@ from pathlib import Path
 
 import click
 
-from pipelines._common import data_params, fetch, finish_step, load_bundle, run_options, split_overrides, \
-    step_main, step_tracker
+from pipelines._common import (
+    data_params,
+    fetch,
+    finish_step,
+    load_bundle,
+    run_options,
+    split_overrides,
+    step_main,
+    step_tracker,
+)
 
 ENTRY = "train"
 

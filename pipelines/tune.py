@@ -20,8 +20,19 @@ from typing import Any
 
 import click
 
-from pipelines._common import mlflow_client, data_params, experiment_name_of, fetch, finish_step, join_overrides, \
-    run_coreg, run_options, split_overrides, step_main, step_tracker
+from pipelines._common import (
+    data_params,
+    experiment_name_of,
+    fetch,
+    finish_step,
+    join_overrides,
+    mlflow_client,
+    run_coreg,
+    run_options,
+    split_overrides,
+    step_main,
+    step_tracker,
+)
 
 ENTRY = "tune"
 

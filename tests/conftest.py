@@ -32,6 +32,8 @@ def _isolated_mlflow(tmp_path: "os.PathLike[str]", monkeypatch: pytest.MonkeyPat
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    for var in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
     if "mlflow" in sys.modules:
         import mlflow
         from mlflow.tracking import fluent

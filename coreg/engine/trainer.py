@@ -285,7 +285,7 @@ class Trainer:
                                 autocast=self.bf16)
             pred = lg.argmax(1)
             out["val_covering_rate"] = covering_rate(pred, ev.val_candidates)
-            out["val_approx_acc"] = approximated_accuracy(pred, ev.val_candidates)
+            out["val_approx_acc"] = approximated_accuracy(lg, ev.val_candidates)
             if ev.val_gold is not None:
                 known = ev.val_gold >= 0
                 out["val_acc"] = accuracy(pred[known], ev.val_gold[known])

@@ -57,7 +57,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(store: Path) -> None:
-    """Replaces the per-test store of tests/conftest.py by the module's store."""
+    """Replaces the per-test store of tests/conftest.py by the module's store (and its global state)."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    uri = f"sqlite:///{store}/mlflow.db"
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    fluent._active_experiment_id = None
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
 
 
 @pytest.fixture(scope="module")
