@@ -55,6 +55,21 @@ def serve_predict(onnx_path: Path, image: Path) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
+def _short_overrides(text: str) -> str:
+    """``"lr=0.0219879 method.T=0.303277"`` -> ``"lr=0.022, T=0.303"`` for the summary."""
+    from pipelines._common import split_overrides
+
+    parts = []
+    for item in split_overrides(text):
+        key, value = item.split("=", 1)
+        try:
+            value = f"{float(value):.3g}"
+        except ValueError:
+            pass
+        parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+    return ", ".join(parts)
+
+
 def _first_prediction(doc: dict[str, Any]) -> str:
     """``"7 (p=0.912)"`` from ``coreg-serve predict --json`` output."""
     top = doc["predictions"][0]["top_k"][0]
@@ -103,7 +118,8 @@ def cli(out_dir: str, runner: str) -> None:
     click.echo(f"student test accuracy:                          {float(train.get('test_acc', 'nan')):.4f}")
     if "tune" in {s.entry_point for s in result.steps}:
         tune = result.step("tune").outputs
-        click.echo(f"best trial: {tune.get('best_trial')} ({tune.get('best_value')}), {tune.get('best_overrides')}")
+        click.echo(f"best trial {tune.get('best_trial')} (val_approx_acc {float(tune.get('best_value', 'nan')):.4f}): "
+                   f"{_short_overrides(tune.get('best_overrides', ''))}")
     click.echo(f"registered model: {name} version {version} (models:/{name}@champion)")
     click.echo(f"ONNX: {result.onnx_path}")
     click.echo(f"coreg-serve predict {image} (gold {gold}): {_first_prediction(pred)}")

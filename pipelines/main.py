@@ -236,6 +236,11 @@ def run_pipeline(*, data: str = "digits", annotator: str = "instance", jsonl: st
     if n_trials < 0 or epochs < 1:
         raise CoregError("--n-trials must be >= 0 and --epochs >= 1")
     split_overrides(overrides)  # fail early on malformed overrides
+    common = {"split_seed": split_seed, "data_dir": data_dir, "download": download}
+    annotate_entry, annotate_params = annotation_step(
+        annotator, data=data, jsonl=jsonl, clip_model=clip_model, pretrained=pretrained, templates=templates,
+        mode=mode, q=q, eta=eta, shots=shots, annotators=annotators, seed=seed, common=common, device=device)
+    base = {"data": data, "method": method, "seed": seed, "device": device, **common}
     setup_mlflow()
     client = mlflow_client()
     env_run = os.environ.pop("MLFLOW_RUN_ID", None)
@@ -254,13 +259,32 @@ def run_pipeline(*, data: str = "digits", annotator: str = "instance", jsonl: st
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     result = PipelineResult(main_run_id=main_run_id, experiment_id=exp_id, tracking_uri=mlflow.get_tracking_uri())
     steps = StepRunner(experiment_id=exp_id, parent_run_id=main_run_id, in_process=in_process)
-    common = {"split_seed": split_seed, "data_dir": data_dir, "download": download}
+
+    def chain() -> None:
+        ann = steps.step(annotate_entry, annotate_params)
+        result.steps.append(ann)
+        train_base = {**base, "annotations": ann.outputs["annotations"]}
+        train_overrides = overrides
+        if n_trials > 0:
+            tune = steps.step("tune", {**train_base, "n_trials": n_trials, "epochs": trial_epochs,
+                                       "warmup": min(trial_warmup, trial_epochs), "overrides": overrides,
+                                       "storage": storage})
+            result.steps.append(tune)
+            # The user's overrides come last: what they pinned wins over the tuned values.
+            train_overrides = join_overrides(split_overrides(tune.outputs.get("best_overrides", ""))
+                                             + split_overrides(overrides))
+        train = steps.step("train", {**train_base, "epochs": epochs, "warmup": warmup, "overrides": train_overrides})
+        result.steps.append(train)
+        reg = steps.step("register", {"name": model_name, "source": train.run_id})
+        result.steps.append(reg)
+        result.steps.append(steps.step("export", {"model": reg.outputs["model_uri"], "data_dir": data_dir}))
+
     try:
         if in_process:
-            _chain(steps, result, locals())
+            chain()
         else:
             with mlflow.start_run(run_id=main_run_id):  # makes the project runs its children
-                _chain(steps, result, locals())
+                chain()
     except BaseException:
         if own_run:
             client.set_terminated(main_run_id, status="FAILED")
@@ -276,35 +300,6 @@ def run_pipeline(*, data: str = "digits", annotator: str = "instance", jsonl: st
     if own_run:
         client.set_terminated(main_run_id, status="FINISHED")
     return result
-
-
-def _chain(steps: StepRunner, result: PipelineResult, a: dict[str, Any]) -> None:
-    """The step sequence of :func:`run_pipeline` (``a``: its arguments)."""
-    common = a["common"]
-    entry, params = annotation_step(a["annotator"], data=a["data"], jsonl=a["jsonl"], clip_model=a["clip_model"],
-                                    pretrained=a["pretrained"], templates=a["templates"], mode=a["mode"], q=a["q"],
-                                    eta=a["eta"], shots=a["shots"], annotators=a["annotators"], seed=a["seed"],
-                                    common=common, device=a["device"])
-    ann = steps.step(entry, params)
-    result.steps.append(ann)
-    annotations = ann.outputs["annotations"]
-    train_overrides = a["overrides"]
-    base = {"data": a["data"], "annotations": annotations, "method": a["method"], "seed": a["seed"],
-            "device": a["device"], **common}
-    if a["n_trials"] > 0:
-        tune = steps.step("tune", {**base, "n_trials": a["n_trials"], "epochs": a["trial_epochs"],
-                                   "warmup": min(a["trial_warmup"], a["trial_epochs"]), "overrides": a["overrides"],
-                                   "storage": a["storage"]})
-        result.steps.append(tune)
-        # The user's overrides come last: what they pinned wins over the tuned values.
-        train_overrides = join_overrides(split_overrides(tune.outputs.get("best_overrides", ""))
-                                         + split_overrides(a["overrides"]))
-    train = steps.step("train", {**base, "epochs": a["epochs"], "warmup": a["warmup"], "overrides": train_overrides})
-    result.steps.append(train)
-    reg = steps.step("register", {"name": a["model_name"], "source": train.run_id})
-    result.steps.append(reg)
-    exp = steps.step("export", {"model": reg.outputs["model_uri"], "data_dir": a["data_dir"]})
-    result.steps.append(exp)
 
 
 def where_to_look(result: PipelineResult) -> str:
