@@ -24,7 +24,7 @@ test: venv
 	$(BIN)/python -m pytest -q -x --durations=15
 
 test-slow: venv
-	$(BIN)/python -m pytest -q --runslow
+	$(BIN)/python -m pytest -q --runslow -m slow --durations=5
 
 lint: venv
 	$(BIN)/ruff check coreg pipelines serving tests benchmarks
