@@ -54,10 +54,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench(bundle, ann, *, width: float, bf16: bool, steps: int, device: torch.device) -> dict[str, float]:  # noqa: ANN001
+def bench(bundle, ann, *, width: float, bf16: bool, steps: int, device: torch.device,  # noqa: ANN001
+          batch_size: int) -> dict[str, float]:
     cfg = TrainConfig.for_method("coreg").with_overrides([
         f"model.width={width}", f"amp={'bf16' if bf16 else 'off'}", f"channels_last={bf16}", "val_fraction=0",
-        "warmup=1", "epochs=20", "method.start_cont=0"])
+        "warmup=1", "epochs=20", "method.start_cont=0", f"method.batch_size={batch_size}"])
     data, _, _ = prepare_data(bundle, ann, cfg, device=device)
     aug = TimedAugmenter(bundle.spec, channels_last=cfg.channels_last)
     aug._sync = device.type == "cuda"
@@ -116,16 +117,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--widths", default="1.0,0.25")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=0, help="labelled (= unlabelled) batch; 0: 256 on GPU, 64 on CPU")
     ap.add_argument("--out", default="benchmarks/results/train_speed.json")
     args = ap.parse_args()
     device = resolve_device(args.device)
+    bs = args.batch_size or (256 if device.type == "cuda" else 64)
     bundle = cifar10_subset(max(1, args.images // 10), 10)
     ann = Annotation(candidates=flip_candidates(bundle.train.labels, 10, q=0.1, eta=0.2, seed=0),
                      classes=bundle.classes, annotator={"kind": "flip"}, data=bundle.describe())
     rows = []
     for width in [float(w) for w in args.widths.split(",")]:
         for bf16 in (False, True):
-            r = bench(bundle, ann, width=width, bf16=bf16, steps=args.steps, device=device)
+            r = bench(bundle, ann, width=width, bf16=bf16, steps=args.steps, device=device, batch_size=bs)
             rows.append({"width": width, "precision": "bf16+channels_last" if bf16 else "fp32", **r})
             print(f"width {width} {'bf16' if bf16 else 'fp32'}: " + ", ".join(f"{k} {v:.3g}" for k, v in r.items()),
                   flush=True)
@@ -137,11 +140,13 @@ def main() -> None:
                      f"{r['cotrain_img_s']:.1f} | {r['warmup_aug_share']:.1%} | {r['divide_aug_share']:.1%} | "
                      f"{r['cotrain_aug_share']:.1%} |")
     table = "\n".join(lines)
-    print(f"\ndevice: {device}, {len(bundle.train)} CIFAR-10 images, batch 256 (+256 U), threads {torch.get_num_threads()}")
+    print(f"\ndevice: {device}, {len(bundle.train)} CIFAR-10 images, batch {bs} (+{bs} U; warm-up {2 * bs}), "
+          f"threads {torch.get_num_threads()}")
     print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": str(device), "images": len(bundle.train), "threads": torch.get_num_threads(),
+                               "batch_size": bs,
                                "rows": rows, "table": table}, indent=2))
 
 
