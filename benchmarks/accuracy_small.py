@@ -3,9 +3,9 @@ reduced budget: digits with the instance-dependent annotator, and a CIFAR-10 sub
 paper's synthetic labels (q=0.1, eta=0.2).
 
     python -m benchmarks.accuracy_small [--digits-epochs 30 --digits-warmup 10]
-        [--cifar-images 2000 --cifar-epochs 20 --cifar-warmup 8] [--skip-cifar] [--out benchmarks/results/accuracy_small.json]
+        [--cifar-images 3000 --cifar-epochs 24 --cifar-warmup 12] [--skip-cifar] [--out benchmarks/results/accuracy_small.json]
 
-Prints a markdown table and writes JSON. Both methods share the network (PreAct ResNet-18 at
+Prints a markdown table and writes JSON. All rows share the network (PreAct ResNet-18 at
 width 0.25), the seed, the epoch budget and the batch size.
 """
 
@@ -26,12 +26,23 @@ from coreg.simulate import simulate_annotation
 from coreg.tracking import NullTracker
 
 
-def run(method: str, bundle: Any, ann: Annotation, *, epochs: int, warmup: int, sets: list[str], out: Path) -> dict:
-    cfg = TrainConfig.for_method(method).with_overrides(sets + [f"epochs={epochs}", f"warmup={warmup}"])
+VARIANTS = {
+    "coreg": ("coreg", []),
+    "coreg (lambda_u=25)": ("coreg", ["method.lambda_u=25"]),
+    "warmup_only": ("warmup_only", []),
+}
+
+
+def run(name: str, bundle: Any, ann: Annotation, *, epochs: int, warmup: int, sets: list[str], out: Path) -> dict:
+    method, extra = VARIANTS[name]
+    if method == "warmup_only":  # Co-Reg's warm-up batch is twice its co-training batch
+        sets = [f"method.batch_size={2 * int(s.split('=')[1])}" if s.startswith("method.batch_size=") else s
+                for s in sets]
+    cfg = TrainConfig.for_method(method).with_overrides(sets + extra + [f"epochs={epochs}", f"warmup={warmup}"])
     t = time.perf_counter()
     r = fit(cfg, bundle, ann, out_dir=out / f"{bundle.name}-{method}-{int(t)}", tracker=NullTracker(), progress=False)
     wall = time.perf_counter() - t
-    return {"method": method, "test_acc": r.metrics["test_acc"], "best_test_acc": r.metrics["best_test_acc"],
+    return {"method": name, "test_acc": r.metrics["test_acc"], "best_test_acc": r.metrics["best_test_acc"],
             "val_approx_acc": r.metrics.get("val_approx_acc"), "wall_s": wall}
 
 
@@ -39,9 +50,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--digits-epochs", type=int, default=30)
     ap.add_argument("--digits-warmup", type=int, default=10)
-    ap.add_argument("--cifar-images", type=int, default=2000)
-    ap.add_argument("--cifar-epochs", type=int, default=20)
-    ap.add_argument("--cifar-warmup", type=int, default=8)
+    ap.add_argument("--cifar-images", type=int, default=3000)
+    ap.add_argument("--cifar-epochs", type=int, default=24)
+    ap.add_argument("--cifar-warmup", type=int, default=12)
     ap.add_argument("--skip-cifar", action="store_true")
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--out", default="benchmarks/results/accuracy_small.json")
@@ -63,7 +74,7 @@ def main() -> None:
                          args.cifar_warmup, [f"model.width={args.width}", "method.batch_size=128"]))
     for name, bundle, a, epochs, warmup, sets in settings:
         st = annotation_stats(a, bundle.train.labels)
-        for method in ("coreg", "warmup_only"):
+        for method in VARIANTS:
             r = run(method, bundle, a, epochs=epochs, warmup=warmup, sets=sets, out=work)
             r.update({"setting": name, "epochs": epochs, "warmup": warmup, "annotator_train_acc": st["single_label_acc"],
                       "avg_set_size": st["avg_set_size"], "eta": st["eta"]})
