@@ -41,7 +41,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except click.ClickException:
             raise
-        except (CoregError, FileNotFoundError, PermissionError) as e:
+        except (CoregError, ValueError, FileNotFoundError, PermissionError) as e:
+            # ValueError: the library validates arguments with it (STYLE section 5); for a user of
+            # the command line it is bad input, not a crash. COREG_DEBUG=1 shows the traceback.
             if os.environ.get("COREG_DEBUG"):
                 raise
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -49,3 +49,13 @@ def test_train_bad_inputs(tmp_path) -> None:
     assert r.exit_code == 2 and "unknown config key 'method.bogus'" in r.output
     r = runner.invoke(main, ["train", "--data", "digits", "--annotations", str(ann), "--split-seed", "3", "--no-track"])
     assert r.exit_code == 2 and "other data" in r.output
+
+
+def test_kd_mode_without_scores_is_one_line(tmp_path) -> None:
+    runner = CliRunner()
+    ann = tmp_path / "a.npz"
+    runner.invoke(main, ["simulate", "--kind", "flip", "--data", "digits", "--out", str(ann)])
+    r = runner.invoke(main, ["train", "--data", "digits", "--annotations", str(ann), "--epochs", "1", "--warmup", "1",
+                             "--set", "model.name=tiny_cnn", "--set", "method.soft_labels=true", "--no-track",
+                             "--out", str(tmp_path / "run"), "--no-progress"])
+    assert r.exit_code == 2 and "needs an annotation with scores" in r.output and "Traceback" not in r.output
