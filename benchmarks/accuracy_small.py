@@ -2,7 +2,7 @@
 reduced budget: digits with the instance-dependent annotator, and a CIFAR-10 subset with the
 paper's synthetic labels (q=0.1, eta=0.2).
 
-    python -m benchmarks.accuracy_small [--digits-epochs 30 --digits-warmup 20]
+    python -m benchmarks.accuracy_small [--digits-epochs 40 --digits-warmup 15]
         [--cifar-images 3000 --cifar-epochs 24 --cifar-warmup 12] [--skip-cifar] [--out benchmarks/results/accuracy_small.json]
 
 Prints a markdown table and writes JSON. All rows share the network (PreAct ResNet-18 at
@@ -48,8 +48,8 @@ def run(name: str, bundle: Any, ann: Annotation, *, epochs: int, warmup: int, se
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--digits-epochs", type=int, default=30)
-    ap.add_argument("--digits-warmup", type=int, default=20)
+    ap.add_argument("--digits-epochs", type=int, default=40)
+    ap.add_argument("--digits-warmup", type=int, default=15)
     ap.add_argument("--cifar-images", type=int, default=3000)
     ap.add_argument("--cifar-epochs", type=int, default=24)
     ap.add_argument("--cifar-warmup", type=int, default=12)
