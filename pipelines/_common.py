@@ -328,3 +328,18 @@ def log_annotation_step(tracker: Any, ann: Any, path: Path, bundle: Any, *, log_
     else:
         tracker.log_metrics(metrics)
     return metrics
+
+
+def record_annotation(run_id: str, ann: Any, bundle: Any) -> dict[str, str]:
+    """Save ``ann`` as run ``run_id``'s ``annotation/annotation.npz``, log its figures and metrics,
+    mark the step complete; returns the step outputs (the annotation URI and the metrics)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="coreg-annotation-") as tmp, step_tracker(run_id) as tracker:
+        path = ann.save(Path(tmp) / "annotation.npz")
+        tracker.set_tags({"coreg.stage": "annotate"})
+        metrics = log_annotation_step(tracker, ann, path, bundle)
+    outputs = {"annotations": f"runs:/{run_id}/annotation/{path.name}",
+               **{k: f"{v:.6g}" for k, v in metrics.items()}}
+    finish_step(run_id, outputs)
+    return outputs

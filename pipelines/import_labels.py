@@ -14,12 +14,10 @@ import click
 from pipelines._common import (
     data_params,
     fetch,
-    finish_step,
     load_bundle,
-    log_annotation_step,
+    record_annotation,
     run_options,
     step_main,
-    step_tracker,
 )
 
 ENTRY = "import"
@@ -36,14 +34,7 @@ def run(*, run_id: str, data: str, jsonl: str, source_model: str = "", split_see
     bundle = load_bundle(data, data_dir=data_dir, download=download, split_seed=split_seed)
     with tempfile.TemporaryDirectory(prefix="coreg-import-") as tmp:
         ann = import_jsonl(fetch(jsonl, Path(tmp) / "in"), bundle, source_model=source_model or None)
-        with step_tracker(run_id) as tracker:
-            path = ann.save(Path(tmp) / "annotation.npz")
-            tracker.set_tags({"coreg.stage": "annotate"})
-            metrics = log_annotation_step(tracker, ann, path, bundle)
-    outputs = {"annotations": f"runs:/{run_id}/annotation/{path.name}",
-               **{k: f"{v:.6g}" for k, v in metrics.items()}}
-    finish_step(run_id, outputs)
-    return outputs
+    return record_annotation(run_id, ann, bundle)
 
 
 @click.command(ENTRY)

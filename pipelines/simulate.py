@@ -6,19 +6,14 @@ Output: ``annotations`` = ``runs:/<run>/annotation/annotation.npz``.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import click
 
 from pipelines._common import (
     data_params,
-    finish_step,
     load_bundle,
-    log_annotation_step,
+    record_annotation,
     run_options,
     step_main,
-    step_tracker,
 )
 
 ENTRY = "simulate"
@@ -36,14 +31,7 @@ def run(*, run_id: str, data: str, kind: str = "instance", q: float = 0.1, eta: 
 
     bundle = load_bundle(data, data_dir=data_dir, download=download, split_seed=split_seed)
     ann = simulate_annotation(bundle, kind=kind, q=q, eta=eta, shots=shots, annotators=annotators, seed=seed)
-    with tempfile.TemporaryDirectory(prefix="coreg-simulate-") as tmp, step_tracker(run_id) as tracker:
-        path = ann.save(Path(tmp) / "annotation.npz")
-        tracker.set_tags({"coreg.stage": "annotate"})
-        metrics = log_annotation_step(tracker, ann, path, bundle)
-    outputs = {"annotations": f"runs:/{run_id}/annotation/{path.name}",
-               **{k: f"{v:.6g}" for k, v in metrics.items()}}
-    finish_step(run_id, outputs)
-    return outputs
+    return record_annotation(run_id, ann, bundle)
 
 
 @click.command(ENTRY)
