@@ -25,7 +25,6 @@ from coreg.engine import TrainConfig, fit
 from coreg.simulate import simulate_annotation
 from coreg.tracking import NullTracker
 
-
 VARIANTS = {
     "coreg": ("coreg", []),
     "coreg (lambda_u=25)": ("coreg", ["method.lambda_u=25"]),

@@ -324,13 +324,13 @@ class Trainer:
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """One epoch: LR, the method's plan, every phase's steps, evaluation."""
         cfg = self.cfg
-        lr = cosine_lr(epoch, base_lr=cfg.lr, period=cfg.lr_period, decay_rate=cfg.lr_decay_rate)
+        lr = cosine_lr(epoch, base_lr=cfg.lr, period=cfg.lr_period or cfg.epochs, decay_rate=cfg.lr_decay_rate)
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = lr
         gen, rng = epoch_generators(cfg.seed, epoch)
         ctx = EpochContext(epoch=epoch, num_epochs=cfg.epochs, warmup=cfg.warmup, data=self.data, generator=gen,
-                           rng=rng, seed=cfg.seed, device=self.device)
+                           rng=rng, seed=cfg.seed, device=self.device, min_steps=cfg.min_steps_per_epoch)
         self.method.train()
         t0 = time.perf_counter()
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):

@@ -77,6 +77,7 @@ class EpochContext:
     rng: np.random.Generator
     seed: int
     device: torch.device
+    min_steps: int = 0  # each phase runs at least this many batches (repeated, reshuffled passes)
 
 
 @dataclass
@@ -175,20 +176,54 @@ class Method(nn.Module):
 
 
 def index_batches(indices: Tensor, batch_size: int, *, generator: torch.Generator | None,
-                  drop_last: bool = False) -> list[Tensor]:
+                  drop_last: bool = False, min_batches: int = 0) -> list[Tensor]:
     """Split ``indices`` (shuffled with ``generator`` when given) into batches (last short kept).
 
     A last batch of a single sample is merged into the previous one: train-mode BatchNorm cannot
-    normalise one value per channel.
+    normalise one value per channel. With ``min_batches``, further passes (each reshuffled) are
+    appended until there are at least that many batches: a small dataset then still gets enough
+    SGD steps per epoch (the budget is counted in steps, not only in passes). ``min_batches=0``
+    draws exactly one permutation, as before.
     """
-    if generator is not None:
-        indices = indices[torch.randperm(len(indices), generator=generator).to(indices.device)]
-    out = list(torch.split(indices, batch_size))
-    if drop_last and out and len(out[-1]) < batch_size:
-        out = out[:-1]
-    if len(out) >= 2 and len(out[-1]) == 1:
-        out[-2] = torch.cat([out[-2], out.pop()])
-    return out
+    out: list[Tensor] = []
+    while True:
+        perm = indices
+        if generator is not None:
+            perm = indices[torch.randperm(len(indices), generator=generator).to(indices.device)]
+        part = list(torch.split(perm, batch_size))
+        if drop_last and part and len(part[-1]) < batch_size:
+            part = part[:-1]
+        if len(part) >= 2 and len(part[-1]) == 1:
+            last = part.pop()  # (popping inside the assignment's right side would overwrite part[-3])
+            part[-1] = torch.cat([part[-1], last])
+        out.extend(part)
+        if len(out) >= min_batches or not part:
+            return out
+
+
+def labelled_unlabelled_batches(labelled: Tensor, batch_size: int, *, generator: torch.Generator,
+                                min_batches: int = 0, use_unlabelled: bool = True) -> tuple[list[Tensor], list[Tensor]]:
+    """Co-training batches (DivideMix / Co-Reg, spec 3.3): shuffled batches over the labelled set
+    P = ``labelled.nonzero()`` (at least ``min_batches``), each paired with a batch of the
+    unlabelled set U; the U loader restarts (reshuffled) whenever it runs out. Without U (empty,
+    or ``use_unlabelled=False``) the U batches are empty.
+
+    Returns:
+        ``(labelled_batches, unlabelled_batches)`` of equal length.
+    """
+    p_idx = torch.nonzero(labelled).flatten()
+    u_idx = torch.nonzero(~labelled).flatten()
+    lab = index_batches(p_idx, batch_size, generator=generator, min_batches=min_batches) if len(p_idx) else []
+    if not use_unlabelled or len(u_idx) == 0:
+        empty = torch.empty(0, dtype=torch.long, device=labelled.device)
+        return lab, [empty for _ in lab]
+    unl: list[Tensor] = []
+    pool: list[Tensor] = []
+    for _ in lab:
+        if not pool:
+            pool = index_batches(u_idx, batch_size, generator=generator)[::-1]
+        unl.append(pool.pop())
+    return lab, unl
 
 
 def config_fields(cfg: MethodConfig) -> dict[str, Any]:

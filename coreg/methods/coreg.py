@@ -63,14 +63,24 @@ from coreg.methods.base import (
     StepOutput,
     TrainData,
     index_batches,
+    labelled_unlabelled_batches,
 )
 from coreg.methods.registry import register_method
-from coreg.methods.selection import co_divide, distribution_align, division_loss, mixup, sample_mixup, sharpen
+from coreg.methods.selection import (
+    class_balanced_selection,
+    co_divide,
+    distribution_align,
+    division_loss,
+    mixup,
+    sample_mixup,
+    sharpen,
+)
 from coreg.modules import LabeledQueue, PrototypeModule, copy_parameters, update_momentum
 
 logger = logging.getLogger(__name__)
 
 CONT_MODES = ("modified", "supcon", "hcp", "hcpn", "unsupcon")
+DIVISIONS = ("global", "per_class", "balanced")
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,8 @@ class CoRegConfig(MethodConfig):
     co_pseudo_label: bool = True
     use_unlabelled: bool = True
     soft_labels: bool = False
+    division: str = "balanced"
+    balance_ratio: float = 0.5
 
     def validate(self) -> None:
         check(self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}")
@@ -120,6 +132,8 @@ class CoRegConfig(MethodConfig):
         check(self.moco_queue >= 1, "moco_queue must be >= 1")
         check(self.proto_weight >= 0 and self.cont_weight >= 0, "loss weights must be >= 0")
         check(self.ramp_length >= 1, "ramp_length must be >= 1")
+        check(self.division in DIVISIONS, f"division must be one of {list(DIVISIONS)}, got {self.division!r}")
+        check(0.0 <= self.balance_ratio <= 1.0, f"balance_ratio must be in [0, 1], got {self.balance_ratio}")
 
 
 @dataclass
@@ -217,8 +231,8 @@ class CoReg(Method):
             bs = self.cfg.warmup_batch_size or 2 * self.cfg.batch_size
             n = data.num_samples
             idx = torch.arange(n, device=data.device)
-            b1 = index_batches(idx, bs, generator=ctx.generator)
-            b2 = index_batches(idx, bs, generator=ctx.generator)
+            b1 = index_batches(idx, bs, generator=ctx.generator, min_batches=ctx.min_steps)
+            b2 = index_batches(idx, bs, generator=ctx.generator, min_batches=ctx.min_steps)
             return EpochPlan(phases={"net1": ({"kind": "warmup", "idx": b} for b in b1),
                                      "net2": ({"kind": "warmup", "idx": b} for b in b2)},
                              lengths={"net1": len(b1), "net2": len(b2)})
@@ -237,7 +251,9 @@ class CoReg(Method):
         for name in ("net1", "net2"):
             peer = "net2" if name == "net1" else "net1"
             div = self._divisions[peer if self.cfg.co_pseudo_label else name]
-            batches = self._cotrain_batches(div, data, ctx.generator)
+            batches = labelled_unlabelled_batches(div.labelled, self.cfg.batch_size, generator=ctx.generator,
+                                                  min_batches=ctx.min_steps,
+                                                  use_unlabelled=self.cfg.use_unlabelled)
             lengths[name] = len(batches[0])
             phases[name] = self._iter_cotrain(batches, div)
             if lengths[name] == 0:
@@ -263,17 +279,43 @@ class CoReg(Method):
             losses[idx] = division_loss(p_hat, y[idx])
             aligned[idx] = p_hat
         net.train(was)
-        w_np = co_divide(losses.cpu().numpy(), history, seed=seed, window=self.cfg.loss_window)
-        w = torch.from_numpy(w_np).float().to(data.device)
-        if data.trusted is not None:
-            w = torch.where(data.trusted, torch.ones_like(w), w)
         q = aligned * y
         q = q / q.sum(1, keepdim=True).clamp_min(1e-12)
-        return Division(w=w, labelled=w > self.cfg.p_threshold, aligned=aligned, q=q)
+        groups = q.argmax(1).cpu().numpy()  # the pseudo-label each sample would be trained with
+        losses_np = losses.cpu().numpy()
+        w_np = co_divide(losses_np, history, seed=seed, window=self.cfg.loss_window,
+                         groups=groups if self.cfg.division == "per_class" else None)
+        labelled_np = w_np > self.cfg.p_threshold
+        if self.cfg.division == "balanced":
+            labelled_np = class_balanced_selection(w_np, groups, -losses_np, threshold=self.cfg.p_threshold,
+                                                   num_groups=data.num_classes, min_ratio=self.cfg.balance_ratio)
+            # topped-up samples enter with the threshold's weight: their target mixes the peer's
+            # candidate-restricted label with the network's own guess
+            w_np = np.where(labelled_np, np.maximum(w_np, self.cfg.p_threshold + 1e-6), w_np)
+        w = torch.from_numpy(w_np).float().to(data.device)
+        labelled = torch.from_numpy(labelled_np).to(data.device)
+        if data.trusted is not None:
+            w = torch.where(data.trusted, torch.ones_like(w), w)
+            labelled = labelled | data.trusted
+        return Division(w=w, labelled=labelled, aligned=aligned, q=q)
 
     def _division_report(self, name: str, div: Division, data: TrainData) -> dict[str, float]:
+        """Division diagnostics logged every co-training epoch: sizes, per-class share of P (by
+        pseudo-label; by gold class when gold exists), classes the network still predicts, and
+        pseudo-label accuracy in P and U (gold only)."""
         lab = div.labelled
+        k = data.num_classes
         out = {f"{name}_num_labelled": float(lab.sum()), f"{name}_num_unlabelled": float((~lab).sum())}
+        pseudo = div.q.argmax(1)
+        out[f"{name}_train_classes_predicted"] = float(torch.unique(div.aligned.argmax(1)).numel())
+        size = torch.bincount(pseudo, minlength=k).float()
+        kept = torch.bincount(pseudo[lab], minlength=k).float()
+        frac = kept / size.clamp_min(1)
+        present = size > 0
+        out[f"{name}_p_class_frac_min"] = float(frac[present].min()) if present.any() else 0.0
+        out[f"{name}_p_classes_starved"] = float(((frac < 0.1) & present).sum())
+        if k <= 20:
+            out.update({f"{name}_p_count_c{j}": float(kept[j]) for j in range(k)})
         if data.gold is not None:
             gold = data.gold
             clean = data.candidates[torch.arange(len(gold), device=gold.device), gold] > 0
@@ -284,27 +326,9 @@ class CoReg(Method):
                 out[f"{name}_pl_acc_labelled"] = float((div.q[lab].argmax(1) == gold[lab]).float().mean())
             if (~lab).any():
                 out[f"{name}_pl_acc_unlabelled"] = float((div.aligned[~lab].argmax(1) == gold[~lab]).float().mean())
+            gold_kept = torch.bincount(gold[lab], minlength=k).float() / torch.bincount(gold, minlength=k).float().clamp_min(1)
+            out[f"{name}_p_gold_class_frac_min"] = float(gold_kept.min())
         return out
-
-    def _cotrain_batches(self, div: Division, data: TrainData,
-                         generator: torch.Generator) -> tuple[list[Tensor], list[Tensor]]:
-        """Labelled batches over P (shuffled, last short kept) and the matching U batches, the U
-        loader restarted (reshuffled) whenever it runs out (spec 3.3)."""
-        bs = self.cfg.batch_size
-        p_idx = torch.nonzero(div.labelled).flatten()
-        u_idx = torch.nonzero(~div.labelled).flatten()
-        lab = index_batches(p_idx, bs, generator=generator) if len(p_idx) else []
-        unl: list[Tensor] = []
-        empty = torch.empty(0, dtype=torch.long, device=data.device)
-        if not self.cfg.use_unlabelled or len(u_idx) == 0:
-            unl = [empty for _ in lab]
-        else:
-            pool: list[Tensor] = []
-            for _ in lab:
-                if not pool:
-                    pool = index_batches(u_idx, bs, generator=generator)[::-1]
-                unl.append(pool.pop())
-        return lab, unl
 
     def _iter_cotrain(self, batches: tuple[list[Tensor], list[Tensor]], div: Division) -> Iterator[dict[str, Any]]:
         lab, unl = batches

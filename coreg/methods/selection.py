@@ -23,7 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 __all__ = ["sharpen", "sample_mixup", "mixup", "distribution_align", "division_loss", "minmax_normalize",
-           "gmm_clean_prob", "co_divide"]
+           "gmm_clean_prob", "co_divide", "class_balanced_selection"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,8 @@ def gmm_clean_prob(
     return np.clip(clean, 0.0, 1.0)
 
 
-def co_divide(losses: np.ndarray, history: list[np.ndarray], *, seed: int, window: int = 5) -> np.ndarray:
+def co_divide(losses: np.ndarray, history: list[np.ndarray], *, seed: int, window: int = 5,
+              groups: np.ndarray | None = None, min_group: int = 20) -> np.ndarray:
     """One network's division (spec 3.2): normalise, append to history, average, fit the GMM.
 
     Args:
@@ -213,6 +214,11 @@ def co_divide(losses: np.ndarray, history: list[np.ndarray], *, seed: int, windo
             only the last ``window`` entries are kept.
         seed: GMM seed.
         window: number of epochs averaged (5).
+        groups: optional group id per sample ``[N]`` (e.g. the pseudo-label): one mixture is fitted
+            per group, so a class whose losses are all higher than the others' (a hard class early
+            in training) is split by its own clean/noisy modes instead of being sent wholesale to
+            the noisy side. Groups smaller than ``min_group`` keep the global mixture's values.
+        min_group: smallest group fitted on its own.
 
     Returns:
         Clean probabilities w ``[N]`` in [0, 1]; the split is ``P = {w > threshold}``.
@@ -228,4 +234,60 @@ def co_divide(losses: np.ndarray, history: list[np.ndarray], *, seed: int, windo
     history.append(norm)
     del history[:-window]
     averaged = np.mean(np.stack(history), axis=0)
-    return gmm_clean_prob(averaged, seed=seed)
+    w = gmm_clean_prob(averaged, seed=seed)
+    if groups is None:
+        return w
+    groups = np.asarray(groups).reshape(-1)
+    if groups.shape != norm.shape:
+        raise ValueError(f"groups must have shape {norm.shape}, got {groups.shape}")
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        if len(members) >= max(2, min_group):
+            w[members] = gmm_clean_prob(averaged[members], seed=seed)
+    return w
+
+
+def class_balanced_selection(w: np.ndarray, groups: np.ndarray, scores: np.ndarray, *, threshold: float,
+                             num_groups: int, min_ratio: float) -> np.ndarray:
+    """The labelled set ``{w > threshold}``, topped up so that no group is starved.
+
+    Each group g (e.g. a pseudo-label) keeps at least ``min_ratio * rate * |G_g|`` samples, where
+    ``rate = |P| / N`` is the overall labelled share; missing samples are taken from the group's
+    highest ``scores`` (e.g. the clean probability or the negative loss). Without this, the GMM of
+    a still-weak network sends almost all samples of a hard class to U, and self-training on
+    pseudo-labels then forgets the class (the collapse measured in NOTES).
+
+    Args:
+        w: clean probabilities ``[N]``.
+        groups: group id per sample ``[N]`` in ``[0, num_groups)``.
+        scores: ranking within a group ``[N]`` (higher = more likely clean).
+        threshold: the division threshold.
+        num_groups: number of groups.
+        min_ratio: in [0, 1]; 0 keeps the plain threshold split.
+
+    Returns:
+        Boolean mask ``[N]`` of the labelled set (a superset of ``w > threshold``).
+
+    Raises:
+        ValueError: shapes disagree or ``min_ratio`` outside [0, 1].
+    """
+    w = np.asarray(w).reshape(-1)
+    groups = np.asarray(groups).reshape(-1)
+    scores = np.asarray(scores).reshape(-1)
+    if not (w.shape == groups.shape == scores.shape):
+        raise ValueError(f"w, groups and scores must have the same shape, got {w.shape}, {groups.shape}, {scores.shape}")
+    if not 0.0 <= min_ratio <= 1.0:
+        raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
+    labelled = w > threshold
+    if min_ratio == 0 or len(w) == 0:
+        return labelled
+    rate = labelled.mean()
+    for g in range(num_groups):
+        members = np.flatnonzero(groups == g)
+        need = int(np.ceil(min_ratio * rate * len(members))) - int(labelled[members].sum())
+        if need <= 0:
+            continue
+        free = members[~labelled[members]]
+        order = free[np.argsort(-scores[free], kind="stable")]
+        labelled[order[:need]] = True
+    return labelled

@@ -37,8 +37,16 @@ def _cfg(**kw) -> TrainConfig:
 def test_resume_is_bit_identical(tmp_path, small) -> None:
     bundle, ann = small
     full = fit(_cfg(epochs=3), bundle, ann, out_dir=tmp_path / "a", progress=False)
-    part = fit(_cfg(epochs=2), bundle, ann, out_dir=tmp_path / "b", progress=False)
-    assert len(part.history) == 2
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_second(epoch: int, metrics: dict) -> None:
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):  # the same command, interrupted after its second epoch
+        fit(_cfg(epochs=3), bundle, ann, out_dir=tmp_path / "b", progress=False, callbacks=[stop_after_second])
     resumed = fit(_cfg(epochs=3), bundle, ann, out_dir=tmp_path / "b", resume=True, progress=False)
     assert len(resumed.history) == 3
     for na, nb in zip(full.student.nets, resumed.student.nets):

@@ -102,7 +102,7 @@ class SingleNetMethod(Method):
     def on_epoch_start(self, ctx: EpochContext) -> EpochPlan:
         self.flush()
         idx = torch.arange(ctx.data.num_samples, device=ctx.data.device)
-        batches = index_batches(idx, self.cfg.batch_size, generator=ctx.generator)
+        batches = index_batches(idx, self.cfg.batch_size, generator=ctx.generator, min_batches=ctx.min_steps)
         return EpochPlan(phases={PHASE: batches}, lengths={PHASE: len(batches)})
 
     def training_step(self, batch: Any, ctx: StepContext) -> StepOutput:

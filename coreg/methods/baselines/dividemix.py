@@ -49,6 +49,7 @@ from coreg.methods.base import (
     StepOutput,
     TrainData,
     index_batches,
+    labelled_unlabelled_batches,
 )
 from coreg.methods.registry import register_method
 from coreg.methods.selection import co_divide, mixup, sample_mixup, sharpen
@@ -133,8 +134,8 @@ class DivideMix(Method):
         idx = torch.arange(data.num_samples, device=data.device)
         if ctx.epoch < ctx.warmup:
             bs = self.cfg.warmup_batch_size or 2 * self.cfg.batch_size
-            b1 = index_batches(idx, bs, generator=ctx.generator)
-            b2 = index_batches(idx, bs, generator=ctx.generator)
+            b1 = index_batches(idx, bs, generator=ctx.generator, min_batches=ctx.min_steps)
+            b2 = index_batches(idx, bs, generator=ctx.generator, min_batches=ctx.min_steps)
             return EpochPlan(phases={"net1": ({"kind": "warmup", "idx": b} for b in b1),
                                      "net2": ({"kind": "warmup", "idx": b} for b in b2)},
                              lengths={"net1": len(b1), "net2": len(b2)})
@@ -150,7 +151,8 @@ class DivideMix(Method):
         lengths: dict[str, int] = {}
         for name in ("net1", "net2"):
             w = self._divisions["net2" if name == "net1" else "net1"]
-            lab, unl = self._batches(w > self.cfg.p_threshold, ctx.generator, data.device)
+            lab, unl = labelled_unlabelled_batches(w > self.cfg.p_threshold, self.cfg.batch_size,
+                                                   generator=ctx.generator, min_batches=ctx.min_steps)
             lengths[name] = len(lab)
             phases[name] = self._iter(lab, unl, w, labels)
             if not lab:
@@ -185,22 +187,6 @@ class DivideMix(Method):
             out[f"{name}_division_precision"] = tp / max(1.0, float(lab.sum()))
             out[f"{name}_division_recall"] = tp / max(1.0, float(clean.sum()))
         return out
-
-    def _batches(self, labelled: Tensor, generator: torch.Generator,
-                 device: torch.device) -> tuple[list[Tensor], list[Tensor]]:
-        bs = self.cfg.batch_size
-        p_idx = torch.nonzero(labelled).flatten()
-        u_idx = torch.nonzero(~labelled).flatten()
-        lab = index_batches(p_idx, bs, generator=generator) if len(p_idx) else []
-        if len(u_idx) == 0:
-            return lab, [torch.empty(0, dtype=torch.long, device=device) for _ in lab]
-        unl: list[Tensor] = []
-        pool: list[Tensor] = []
-        for _ in lab:  # the unlabelled loader restarts (reshuffled) when it runs out, as in the paper
-            if not pool:
-                pool = index_batches(u_idx, bs, generator=generator)[::-1]
-            unl.append(pool.pop())
-        return lab, unl
 
     @staticmethod
     def _iter(lab: list[Tensor], unl: list[Tensor], w: Tensor, labels: Tensor) -> Iterator[dict[str, Any]]:
