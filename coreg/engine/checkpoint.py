@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise CoregError(f"no checkpoint at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint may come from an MLflow artifact store; never unpickle code.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CoregError(f"refusing to load checkpoint {path}: it holds objects other than tensors and plain "
+                         f"types (possibly malicious; {first})") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
         raise CoregError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
