@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from coreg._torch_io import torch_load_plain
 from coreg.data.annotations import atomic_write_bytes
 from coreg.errors import CoregError
 
@@ -18,9 +18,38 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
+_PLAIN = (str, int, float, bool, bytes, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
+
+
+def check_plain_state(obj: Any, where: str = "state") -> None:
+    """Check that ``obj`` holds only tensors and plain types (what ``weights_only`` loading accepts).
+
+    Raises:
+        TypeError: some value is of another type (a numpy array, a custom class...); the message
+            names where. This is a bug in the method's ``extra_state``, caught when the first
+            checkpoint is written rather than when a user resumes.
+    """
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str | int):
+                raise TypeError(f"{where} has a key of type {type(k).__name__}; checkpoints need str/int keys")
+            check_plain_state(v, f"{where}[{k!r}]")
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            check_plain_state(v, f"{where}[{i}]")
+    elif not isinstance(obj, _PLAIN):
+        raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}; checkpoints hold only tensors "
+                        "and plain types so that they load with torch.load(weights_only=True)")
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically (temporary file + rename): an interrupted save never corrupts
-    the previous checkpoint."""
+    the previous checkpoint.
+
+    Raises:
+        TypeError: ``state`` holds something other than tensors and plain types.
+    """
+    check_plain_state(state)
     buf = io.BytesIO()
     torch.save(state, buf)
     path = Path(path)
@@ -31,20 +60,18 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
+    Only tensors and plain types are unpickled (``weights_only=True``): checkpoints travel as MLflow
+    artifacts, and a crafted pickle must not run code on ``--resume``.
+
     Raises:
-        CoregError: missing or unreadable file.
+        CoregError: missing or unreadable file, or one holding other objects (refused unread).
     """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
     if not path.exists():
         raise CoregError(f"no checkpoint at {path}")
-    try:
-        # weights_only: a checkpoint may come from an MLflow artifact store; never unpickle code.
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CoregError(f"refusing to load checkpoint {path}: it holds objects other than tensors and plain "
-                         f"types (possibly malicious; {first})") from None
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise CoregError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    state = torch_load_plain(path, what="checkpoint")
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise CoregError(f"{path} is not a coreg training checkpoint")
+    return state
