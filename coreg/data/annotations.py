@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from coreg._fs import atomic_write_bytes
 from coreg.errors import CoregError
 
 FORMAT_VERSION = 1
@@ -43,26 +42,6 @@ FORMAT_VERSION = 1
 
 class AnnotationError(CoregError):
     """Invalid annotation content, unreadable file, or annotation for other data."""
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (same-directory temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _check_scores(scores: np.ndarray, name: str) -> None:

@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coreg._fs import temp_path_beside
 from coreg.errors import CoregError
 
 if TYPE_CHECKING:
@@ -195,18 +195,9 @@ def _set_metadata(model: onnx.ModelProto, metadata: Mapping[str, str]) -> None:
             p.key, p.value = k, v
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _temp_path(target: Path, suffix: str) -> Path:
-    """A new empty file beside ``target`` with ordinary (umask) permissions, not mkstemp's 0600."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-    os.close(fd)
-    os.chmod(name, _umask_mode())
-    return Path(name)
+    """A new empty file beside ``target`` (stale ones of killed exports are removed first)."""
+    return temp_path_beside(target, suffix)
 
 
 def write_json(path: Path, obj: Any) -> None:
