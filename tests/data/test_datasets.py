@@ -88,24 +88,8 @@ def test_to_uint8_image_modes() -> None:
     assert to_uint8_image(pal, size=8, channels=3)[0, 0].tolist() == [10, 20, 30]
 
 
-def png_claiming_size(path, width: int, height: int) -> None:
-    """A valid few-hundred-byte PNG whose header claims ``width`` x ``height`` (CRC fixed up):
-    decoding it would allocate width x height bytes, reading its header costs nothing."""
-    import io
-    import struct
-    import zlib
-
-    buf = io.BytesIO()
-    Image.new("L", (1, 1)).save(buf, format="PNG")
-    data = bytearray(buf.getvalue())
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("side", [(20000, 20000), (8001, 8000)], ids=["over_pil_bomb_limit", "over_coreg_limit"])
-def test_folder_decompression_bomb_is_named(tmp_path, side) -> None:
+def test_folder_decompression_bomb_is_named(tmp_path, side, png_claiming_size) -> None:
     from coreg.data.datasets import MAX_IMAGE_PIXELS
 
     assert side[0] * side[1] > MAX_IMAGE_PIXELS
