@@ -144,3 +144,18 @@ def test_checkpoint_state_loads_weights_only(name: str, tmp_path) -> None:
     torch.testing.assert_close(again, state["extra"], rtol=0, atol=0)
     for k, v in method.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
+
+
+def test_non_finite_inputs_are_bad_input_not_a_divergence() -> None:
+    """A NaN score would otherwise surface epochs later as "diverged, lower the lr"."""
+    import dataclasses as dc
+
+    from coreg.errors import CoregError
+
+    data = tiny_data()
+    for name in ("scores", "candidates"):
+        bad = getattr(data, name).clone()
+        bad[5, 1] = float("nan") if name == "scores" else float("inf")
+        with pytest.raises(CoregError, match=rf"training {name} hold NaN or inf in 1 rows \(first: row 5\): bad input"):
+            dc.replace(data, **{name: bad})
+    dc.replace(data, scores=None)  # no scores is fine
