@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-_PLAIN = (str, int, float, bool, bytes, type(None), torch.Tensor, torch.dtype, torch.device, torch.Size)
+# Exact types: numpy scalars subclass float/int but do not load with weights_only.
+_SCALARS = (str, int, float, bool, bytes, type(None), torch.dtype, torch.device, torch.Size)
 
 
 def check_plain_state(obj: Any, where: str = "state") -> None:
@@ -31,13 +32,13 @@ def check_plain_state(obj: Any, where: str = "state") -> None:
     """
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if not isinstance(k, str | int):
+            if type(k) not in (str, int):
                 raise TypeError(f"{where} has a key of type {type(k).__name__}; checkpoints need str/int keys")
             check_plain_state(v, f"{where}[{k!r}]")
     elif isinstance(obj, list | tuple):
         for i, v in enumerate(obj):
             check_plain_state(v, f"{where}[{i}]")
-    elif not isinstance(obj, _PLAIN):
+    elif type(obj) not in _SCALARS and not isinstance(obj, torch.Tensor):
         raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}; checkpoints hold only tensors "
                         "and plain types so that they load with torch.load(weights_only=True)")
 

@@ -59,6 +59,8 @@ def test_save_refuses_non_plain_state_and_writes_nothing(tmp_path: Path) -> None
     with pytest.raises(TypeError, match=r"state\['extra'\]\['history'\]\[0\] is a numpy.ndarray"):
         save_checkpoint(tmp_path / "checkpoint.pt", {"epoch": 0, "extra": {"history": [np.zeros(3)]}})
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TypeError, match=r"state\['best'\]\['value'\] is a numpy.float64"):
+        save_checkpoint(tmp_path / "checkpoint.pt", {"epoch": 0, "best": {"value": np.float64(0.5)}})
     check_plain_state({"a": [torch.zeros(2), 1, 2.5, None, "x", (True,)], 3: {"b": torch.float32}})
 
 
