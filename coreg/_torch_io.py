@@ -29,6 +29,7 @@ def torch_load_plain(path: str | Path, *, what: str) -> Any:
     except pickle.UnpicklingError as e:
         # torch's message starts with advice to retry with weights_only=False: not for untrusted files.
         detail = next((ln.strip() for ln in str(e).splitlines() if "nsupported" in ln), "")
+        detail = detail.split(". ")[0].rstrip(".")  # drop the advice on how to allow-list it
         raise CoregError(f"refusing to load {what} {path}: it holds more than tensors and plain types (corrupt, "
                          f"not written by coreg, or crafted to run code){'; ' + detail if detail else ''}"
                          ) from None
