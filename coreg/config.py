@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -127,6 +128,14 @@ class StageConfig:
     """Base class of every stage/sub-config: a frozen dataclass with helpers."""
 
     def __post_init__(self) -> None:
+        # Once for every config: 1e999 parses to inf and YAML has .nan; neither is ever a valid
+        # setting, and a non-finite lr/weight only shows up later as a "diverged" run.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple | list) else (value,)
+            for v in values:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{f.name} must be a finite number, got {v}")
         self.validate()
 
     def validate(self) -> None:

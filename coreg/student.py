@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from coreg._torch_io import torch_load_plain
 from coreg.data.annotations import atomic_write_bytes
 from coreg.data.datasets import ImageSpec
 from coreg.errors import CoregError
@@ -107,10 +108,9 @@ class Student:
             path = path / STUDENT_FILE
         if not path.exists():
             raise CoregError(f"student file {path} does not exist")
-        try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-            raise CoregError(f"cannot read student file {path}: {type(e).__name__}: {e}") from None
+        d = torch_load_plain(path, what="student file")
+        if not isinstance(d, dict):
+            raise CoregError(f"{path} is not a coreg student file")
         return cls.from_dict(d)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
@@ -51,3 +52,27 @@ def digits():
     from coreg.data import load_dataset
 
     return load_dataset("digits")
+
+
+def _png_claiming_size(path: Path, width: int, height: int) -> None:
+    """A valid few-hundred-byte PNG whose header claims ``width`` x ``height`` (CRC fixed up):
+    decoding it would allocate width x height bytes, reading its header costs nothing."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def png_claiming_size():  # noqa: ANN201
+    """``png_claiming_size(path, width, height)``: write a tiny PNG whose header claims that size."""
+    return _png_claiming_size

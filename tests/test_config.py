@@ -60,3 +60,43 @@ def test_bad_yaml(tmp_path) -> None:
         build_config(Outer, config_file=y)
     with pytest.raises(ConfigError, match="cannot read"):
         build_config(Outer, config_file=tmp_path / "missing.yaml")
+
+
+@dataclass(frozen=True)
+class Floats(StageConfig):
+    scale: float = 1.0  # no validate(): the base class alone must refuse non-finite values
+    means: tuple[float, ...] = (0.5, 0.5)
+
+
+@pytest.mark.parametrize("text", ["1e999", "-1e999"])
+def test_non_finite_floats_are_refused_everywhere(text: str, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="scale must be a finite number"):
+        Floats().with_overrides([f"scale={text}"])
+    with pytest.raises(ConfigError, match="means must be a finite number"):
+        Floats().with_overrides([f"means=[0.1, {text}]"])
+    with pytest.raises(ConfigError, match="lr must be a finite number"):
+        Outer().with_overrides([f"inner.lr={text}"])
+    y = tmp_path / "c.yaml"
+    y.write_text("scale: .nan\n")
+    with pytest.raises(ConfigError, match="scale must be a finite number, got nan"):
+        build_config(Floats, config_file=y)
+    with pytest.raises(ConfigError, match="finite"):
+        Floats(scale=float("nan"))  # direct construction too
+
+
+def test_every_float_field_of_every_train_config_must_be_finite() -> None:
+    import dataclasses
+
+    from coreg.engine import TrainConfig
+    from coreg.methods import list_methods
+
+    checked = 0
+    for name in list_methods():
+        cfg = TrainConfig.for_method(name)
+        for section, sub in (("", cfg), ("model.", cfg.model), ("method.", cfg.method)):
+            for f in dataclasses.fields(sub):
+                if isinstance(getattr(sub, f.name), float):
+                    with pytest.raises(ConfigError, match=f"{f.name} must be a finite number"):
+                        cfg.with_overrides([f"{section}{f.name}=1e999"])
+                    checked += 1
+    assert checked > 20

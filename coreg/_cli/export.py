@@ -3,7 +3,10 @@
 Usage::
 
     coreg export --model runs/abc/student.pt --out student.onnx [--single] [--int8]
-                 [--data digits] [--tolerance 1e-3] [--no-track] [--register-name NAME]
+                 [--data digits] [--tolerance 1e-3] [--no-track] [--register-name NAME] [--force]
+
+Existing output files (the model, ``labels.json``, ``preprocess.json``, the parity report, the int8
+model) are refused with a one-line error before any work, unless ``--force``.
 """
 
 from __future__ import annotations
@@ -109,13 +112,19 @@ def _track(*, run_id: str, onnx_path: Path, report: Any, int8_path: Path | None,
 @click.option("--no-track", is_flag=True, help="Do not log the ONNX model to the student's MLflow run.")
 @click.option("--register-name", default=None,
               help="Registered model name (default: <source registered name>-onnx, else coreg-student-onnx).")
+@click.option("--force", is_flag=True, help="Overwrite an existing model, labels.json or preprocess.json in --out's folder.")
 @handle_errors
 def export(source: str, out: str, single: bool, int8: bool, data: str | None, data_dir: str | None,
-           tolerance: float, opset: int | None, no_track: bool, register_name: str | None) -> None:
+           tolerance: float, opset: int | None, no_track: bool, register_name: str | None, force: bool) -> None:
     """Export a student to ONNX with an onnxruntime-vs-torch parity check (and optionally int8)."""
     from coreg.export import export_student, normalize_images, onnx_accuracy, quantize_int8
+    from coreg.export.onnx import export_outputs, refuse_overwrite
     from coreg.student import load_student
 
+    out_path = Path(out)
+    int8_path = out_path.with_name(f"{out_path.stem}.int8.onnx") if int8 else None
+    if not force:  # before any work: refuse to replace another export's files
+        refuse_overwrite(export_outputs(out_path) + ([int8_path] if int8_path else []))
     student = load_student(source)
     bundle = _load_bundle(student, data, data_dir)
     if bundle is None:
@@ -127,9 +136,8 @@ def export(source: str, out: str, single: bool, int8: bool, data: str | None, da
         split = bundle.test if bundle.test is not None and len(bundle.test) else bundle.train
         parity_images = split.images[:PARITY_IMAGES]
 
-    out_path = Path(out)
     report = export_student(student, out_path, single=single, parity_images=parity_images, tolerance=tolerance,
-                            opset=opset)
+                            opset=opset, overwrite=force)
     p = report.parity
     click.echo(f"wrote {report.path} ({report.size_bytes / 1024:.1f} KiB, {report.exporter} exporter, opset "
                f"{report.opset}, {'single network' if single else f'{len(student.nets)}-network ensemble'})")
@@ -139,9 +147,7 @@ def export(source: str, out: str, single: bool, int8: bool, data: str | None, da
     click.echo(f"sidecars: {report.preprocess_path}, {report.labels_path}, {report.parity_path}")
 
     metrics: dict[str, float] = {}
-    int8_path: Path | None = None
-    if int8 and bundle is not None:  # bundle is known here: --int8 without data was refused above
-        int8_path = out_path.with_name(f"{out_path.stem}.int8.onnx")
+    if int8_path is not None and bundle is not None:  # bundle is known here: --int8 without data was refused
         quantize_int8(out_path, int8_path, calibration_images=bundle.train.images[:CALIBRATION_IMAGES],
                       spec=student.spec)
         click.echo(f"wrote {int8_path} ({int8_path.stat().st_size / 1024:.1f} KiB, calibrated on "

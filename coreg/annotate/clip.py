@@ -426,7 +426,7 @@ class CacheEntry:
         start, end = self.chunk_range(i)
         try:
             arr = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError) as e:  # EOFError: an empty (truncated) file
             logger.warning("ignoring unreadable cache chunk %s (%s)", p, e)
             return None
         if arr.ndim != 2 or arr.shape[0] != end - start:

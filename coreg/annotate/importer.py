@@ -7,7 +7,8 @@ One JSON object per line::
 * ``image``: the image's id in the dataset's training split -- the relative path for ``folder:``
   data (as in ``bundle.train.ids``), otherwise the image index, as an int or a string (the id of
   torchvision datasets is the split index; for ``digits`` it is scikit-learn's sample index).
-* ``candidates``: a non-empty list of class names (duplicates ignored).
+* ``candidates``: a non-empty list of class names (duplicates ignored); numbers (a 0/1 vector,
+  probabilities, a ``{name: p}`` mapping) are refused, never thresholded: probabilities go in ``scores``.
 * ``scores`` (optional, but then on every line): class name -> non-negative number; missing
   classes score 0 and each row is normalised to sum to 1.
 
@@ -109,6 +110,10 @@ def import_jsonl(path: str | Path, bundle: Any, *, source_model: str | None = No
         seen_line[row] = lineno
 
         names = obj.get("candidates")
+        if isinstance(names, dict) or (isinstance(names, list) and any(isinstance(c, int | float) for c in names)):
+            # e.g. {"cat": 0.7, "dog": 0.3} or [0, 1, 0.4]: never guess a threshold to turn numbers into a set
+            raise fail(lineno, "'candidates' must be a list of class names, got numbers; give the set as names "
+                               "and probabilities as 'scores': {name: p}")
         if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
             raise fail(lineno, "'candidates' must be a list of class names")
         if not names:

@@ -11,6 +11,13 @@ Format: a ``.npz`` archive with
 * ``meta``: a JSON string: class names, annotator description (kind, model, templates, mode,
   seed, ...), the dataset description (name, split, fingerprints), format version.
 
+A file written outside coreg must still be bound to its images: either ``data.fingerprint`` (as
+every coreg-written file has) or ``data.ids``, the training image ids (``bundle.train.ids``) in row
+order. Without either, a permuted row order could not be detected, so the file is refused (use
+``coreg import`` with a JSONL keyed by image id instead). Candidates must be 0/1 or bool (a matrix
+of probabilities is refused, not booleanised: those go in ``scores``); scores must be finite and
+non-negative with no all-zero row.
+
 Writing is atomic (temporary file + ``os.replace``). :meth:`Annotation.check_against` refuses an
 annotation made for other data with a one-line error.
 """
@@ -19,14 +26,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from coreg._fs import atomic_write_bytes
 from coreg.errors import CoregError
 
 FORMAT_VERSION = 1
@@ -36,24 +44,18 @@ class AnnotationError(CoregError):
     """Invalid annotation content, unreadable file, or annotation for other data."""
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (same-directory temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _check_scores(scores: np.ndarray, name: str) -> None:
+    """Scores are finite, >= 0, and no row is all zero (soft labels divide by the row sum)."""
+    bad = ~np.isfinite(scores).all(1)
+    if bad.any():
+        raise AnnotationError(f"{name} hold NaN or inf in {int(bad.sum())} rows (first: row {int(np.argmax(bad))}); "
+                              "the annotator's output is broken: fix or drop the scores")
+    if (scores < 0).any():
+        i = int(np.argmax((scores < 0).any(1)))
+        raise AnnotationError(f"{name} hold negative values (first: row {i}); scores are probabilities")
+    zero = scores.sum(1) <= 0
+    if zero.any():
+        raise AnnotationError(f"{name} sum to 0 in {int(zero.sum())} rows (first: row {int(np.argmax(zero))})")
 
 
 @dataclass
@@ -85,6 +87,16 @@ class Annotation:
             raise AnnotationError(f"candidate matrix must be 2-D (N x K), got shape {c.shape}")
         if c.shape[1] != len(self.classes):
             raise AnnotationError(f"candidate matrix has {c.shape[1]} columns but {len(self.classes)} class names")
+        if c.dtype != bool:
+            # A float matrix of probabilities would be booleanised silently (every non-zero -> True).
+            if not np.issubdtype(c.dtype, np.number):
+                raise AnnotationError(f"candidate matrix must be 0/1 or bool, got dtype {c.dtype}")
+            off = np.argwhere(~np.isin(c, (0, 1)))
+            if off.size:
+                i, j = (int(v) for v in off[0])
+                raise AnnotationError(
+                    f"candidate matrix holds values other than 0 and 1 in {len(off)} cells (first: {c[i, j]!r} at row "
+                    f"{i}, column {j}); candidates are sets (0/1): store probabilities as 'scores'")
         self.candidates = c.astype(bool)
         empty = np.flatnonzero(~self.candidates.any(1))
         if empty.size:
@@ -95,6 +107,7 @@ class Annotation:
             self.scores = np.asarray(self.scores, dtype=np.float32)
             if self.scores.shape != self.candidates.shape:
                 raise AnnotationError(f"scores shape {self.scores.shape} != candidates shape {self.candidates.shape}")
+            _check_scores(self.scores, "scores")
         if self.template_preds is not None:
             self.template_preds = np.asarray(self.template_preds, dtype=np.int16)
             if self.template_preds.ndim != 2 or self.template_preds.shape[0] != self.num_samples:
@@ -103,6 +116,7 @@ class Annotation:
             self.test_scores = np.asarray(self.test_scores, dtype=np.float32)
             if self.test_scores.ndim != 2 or self.test_scores.shape[1] != self.num_classes:
                 raise AnnotationError(f"test_scores must be N_test x K, got {self.test_scores.shape}")
+            _check_scores(self.test_scores, "test_scores")
 
     @property
     def num_samples(self) -> int:
@@ -169,6 +183,10 @@ class Annotation:
         path = Path(path)
         if not path.exists():
             raise AnnotationError(f"annotation file {path} does not exist")
+        if path.is_dir():
+            raise AnnotationError(f"annotation file {path} is a directory")
+        if path.stat().st_size == 0:
+            raise AnnotationError(f"annotation file {path} is empty (an interrupted copy?)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 if "candidates" not in z.files or "meta" not in z.files:
@@ -176,12 +194,15 @@ class Annotation:
                 meta = json.loads(str(z["meta"]))
                 opt = {k: (z[k] if k in z.files else None) for k in ("scores", "template_preds", "test_scores")}
                 cand = z["candidates"]
+            classes, annotator, data = list(meta["classes"]), dict(meta["annotator"]), dict(meta.get("data") or {})
         except AnnotationError:
             raise
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-            raise AnnotationError(f"cannot read annotation file {path}: {type(e).__name__}: {e}") from None
-        return cls(candidates=cand, classes=list(meta["classes"]), annotator=dict(meta["annotator"]),
-                   data=dict(meta.get("data", {})), **opt)
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            # truncated or corrupt archives raise BadZipFile / zlib.error / EOFError, bad meta KeyError/TypeError
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise AnnotationError(f"cannot read annotation file {path} (truncated or not a coreg annotation): "
+                                  f"{type(e).__name__}: {detail}") from None
+        return cls(candidates=cand, classes=classes, annotator=annotator, data=data, **opt)
 
     def check_against(self, bundle: Any) -> None:
         """Refuse an annotation made for other data.
@@ -189,8 +210,12 @@ class Annotation:
         Args:
             bundle: a :class:`coreg.data.DataBundle`.
 
+        An annotation without a fingerprint is accepted only with per-row image ids
+        (``data["ids"]``) equal to ``bundle.train.ids`` in order.
+
         Raises:
-            AnnotationError: class list, sample count or fingerprint differ.
+            AnnotationError: class list, sample count or fingerprint differ; no fingerprint and no
+                ids, or ids in another order or of other images.
         """
         if list(self.classes) != list(bundle.classes):
             raise AnnotationError(
@@ -202,11 +227,32 @@ class Annotation:
                 f"annotation has {self.num_samples} rows but dataset {bundle.name} has {len(bundle.train)} training images"
             )
         fp = self.fingerprint
-        if fp is not None and fp != bundle.fingerprint:
+        if fp is not None:
+            if fp != bundle.fingerprint:
+                raise AnnotationError(
+                    f"annotation was made for other data (fingerprint {fp}, dataset {bundle.name} has "
+                    f"{bundle.fingerprint}; annotated data: {self.data.get('name')}, split {self.data.get('split')})"
+                )
+            return
+        ids = self.data.get("ids")
+        if ids is None:
+            # Without a fingerprint nothing ties row i to image i: a permuted row order would train on
+            # wrong labels silently. Every file coreg writes has one; a hand-made file needs ids.
             raise AnnotationError(
-                f"annotation was made for other data (fingerprint {fp}, dataset {bundle.name} has {bundle.fingerprint}; "
-                f"annotated data: {self.data.get('name')}, split {self.data.get('split')})"
+                f"annotation has no dataset fingerprint, so its row order cannot be checked against {bundle.name}; "
+                "write it with `coreg import` (JSONL keyed by image id), or store the training image ids in row "
+                "order as meta data.ids"
             )
+        ids = [str(i) for i in ids]
+        want = list(bundle.train.ids)
+        if ids != want:
+            if sorted(ids) == sorted(want):
+                row = next(i for i, (a, b) in enumerate(zip(ids, want)) if a != b)
+                raise AnnotationError(f"annotation rows are in another order than {bundle.name}'s training images "
+                                      f"(row {row} is image {ids[row]!r}, the dataset's row {row} is {want[row]!r})")
+            unknown = sorted(set(ids) - set(want))
+            raise AnnotationError(f"annotation image ids do not match {bundle.name}'s training images "
+                                  f"({len(unknown)} unknown, e.g. {unknown[:1]})")
 
     @staticmethod
     def _short(names: list[str]) -> str:

@@ -35,6 +35,10 @@ from coreg.errors import CoregError
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+MAX_IMAGE_PIXELS = 64_000_000
+"""Largest image (width x height) a ``folder:`` dataset decodes: 8000 x 8000, above any camera
+photo a 32/64 px student needs, and about 190 MB as RGB. A larger file (a 20000 x 20000 PNG can be a
+few KB) is refused by name instead of exhausting memory (PIL's own bomb limit is 179 MP)."""
 
 
 class DatasetError(CoregError):
@@ -227,22 +231,40 @@ def to_uint8_image(img: Image.Image, *, size: int, channels: int) -> np.ndarray:
 
 def _read_image(path: Path) -> Image.Image:
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # reads the header only
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise DatasetError(f"image {path} is {w}x{h} = {w * h:,} pixels, over the limit of "
+                                   f"{MAX_IMAGE_PIXELS:,} (a decompression bomb or a wrong file); resize it or remove it")
             im.load()
             return im.copy()
+    except DatasetError:
+        raise
+    except Image.DecompressionBombError as e:  # PIL refuses at open (over twice its own limit)
+        raise DatasetError(f"image {path} is too large to decode, over the limit of {MAX_IMAGE_PIXELS:,} pixels "
+                           f"(a decompression bomb or a wrong file; PIL: {str(e).rstrip('.')})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
 
 
 def _scan_classes(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class folders of ``root`` and their files.
+
+    Raises:
+        DatasetError: a class folder holds no files (the class could never be predicted correctly,
+            and its test accuracy would be reported over the other classes only).
+    """
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     items: list[tuple[str, int]] = []
     for ci, c in enumerate(classes):
+        before = len(items)
         for dirpath, _, files in sorted(os.walk(root / c)):
             for f in sorted(files):
                 if f.startswith("."):
                     continue
                 items.append((str(Path(dirpath, f).relative_to(root)), ci))
+        if len(items) == before:
+            raise DatasetError(f"class folder {root / c} holds no images; add images or remove the folder")
     return classes, items
 
 
@@ -281,7 +303,8 @@ def load_folder(path: str, *, seed: int = 0, split_ratio: float = 0.8) -> DataBu
     are computed from the training images.
 
     Raises:
-        DatasetError: missing folder, no class folders, class lists differ, unreadable image.
+        DatasetError: missing folder, no class folders, a class folder without images, a single
+            class, class lists differ, an unreadable image or one over :data:`MAX_IMAGE_PIXELS`.
     """
     root = Path(path).expanduser()
     if not root.is_dir():
@@ -307,6 +330,8 @@ def load_folder(path: str, *, seed: int = 0, split_ratio: float = 0.8) -> DataBu
         split = {"kind": "seeded", "seed": seed, "ratio": split_ratio}
     if not classes or not tr_items:
         raise DatasetError(f"{root} holds no class folders with images")
+    if len(classes) < 2:
+        raise DatasetError(f"{root} holds one class folder ({classes[0]!r}); a classifier needs at least 2 classes")
     size, channels = _probe_folder(root, tr_items)
     train = _decode_items(root, tr_items, size=size, channels=channels, desc="decode train")
     test = _decode_items(root, te_items, size=size, channels=channels, desc="decode test") if te_items else None

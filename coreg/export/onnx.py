@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coreg._fs import temp_path_beside
 from coreg.errors import CoregError
 
 if TYPE_CHECKING:
@@ -195,18 +195,9 @@ def _set_metadata(model: onnx.ModelProto, metadata: Mapping[str, str]) -> None:
             p.key, p.value = k, v
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _temp_path(target: Path, suffix: str) -> Path:
-    """A new empty file beside ``target`` with ordinary (umask) permissions, not mkstemp's 0600."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-    os.close(fd)
-    os.chmod(name, _umask_mode())
-    return Path(name)
+    """A new empty file beside ``target`` (stale ones of killed exports are removed first)."""
+    return temp_path_beside(target, suffix)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -328,9 +319,29 @@ def check_parity(path: str | Path, module: torch.nn.Module, x: np.ndarray, *, to
         tolerance=float(tolerance), passed=bool(max_abs <= tolerance))
 
 
+def export_outputs(out: str | Path) -> list[Path]:
+    """The files :func:`export_student` writes for ``out``: the model, its parity report, and the
+    folder's ``preprocess.json`` / ``labels.json`` (shared by every model in that folder)."""
+    out = Path(out)
+    return [out, out.with_name(out.name + ".parity.json"), out.parent / PREPROCESS_FILE, out.parent / LABELS_FILE]
+
+
+def refuse_overwrite(paths: Sequence[str | Path]) -> None:
+    """Refuse to replace existing export files (serving reads the sidecars beside a model: another
+    model's ``labels.json`` overwritten by mistake would silently mislabel its predictions).
+
+    Raises:
+        CoregError: some of ``paths`` exist (named in the message).
+    """
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing:
+        raise CoregError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                         "pass --force to overwrite, or choose another --out folder")
+
+
 def export_student(
     student: Student, out: str | Path, *, single: bool = False, parity_images: np.ndarray | None = None,
-    tolerance: float = 1e-3, opset: int | None = None,
+    tolerance: float = 1e-3, opset: int | None = None, overwrite: bool = False,
 ) -> ExportReport:
     """Export ``student`` to a single ONNX file and check it against torch.
 
@@ -343,13 +354,15 @@ def export_student(
             ``None`` checks on 8 seeded random images (logged as a warning).
         tolerance: the largest allowed absolute logit difference between onnxruntime and torch.
         opset: ONNX opset to request (default: the exporter's).
+        overwrite: replace existing files (see :func:`export_outputs`); without it they are refused
+            before anything is exported.
 
     Returns:
         The :class:`ExportReport` (also written, minus metadata, to ``<out>.parity.json``).
 
     Raises:
-        CoregError: export or ``onnx.checker`` failure, bad parity images, or a parity difference
-            above ``tolerance`` (``out`` is then left untouched).
+        CoregError: existing outputs without ``overwrite``, export or ``onnx.checker`` failure, bad
+            parity images, or a parity difference above ``tolerance`` (``out`` is then left untouched).
     """
     import onnx
     import torch
@@ -357,6 +370,8 @@ def export_student(
     if tolerance <= 0:
         raise CoregError(f"tolerance must be > 0, got {tolerance}")
     out = Path(out)
+    if not overwrite:
+        refuse_overwrite(export_outputs(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     spec = student.spec
     if parity_images is None:

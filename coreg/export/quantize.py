@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coreg._fs import remove_stale_temp_files, temp_prefix
 from coreg.errors import CoregError
 from coreg.export.onnx import normalize_images, ort_session, read_metadata, run_onnx, spec_metadata
 
@@ -85,7 +86,8 @@ def quantize_int8(
     input_name = ort_session(fp32_path, threads=1).get_inputs()[0].name
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.") as td:
+    remove_stale_temp_files(out_path.parent)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=temp_prefix(out_path)) as td:
         src = Path(td) / "pre.onnx"
         try:
             from onnxruntime.quantization import quant_pre_process

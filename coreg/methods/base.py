@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from coreg.config import StageConfig
 from coreg.data.datasets import ImageSpec
 from coreg.data.transforms import Augmenter
+from coreg.errors import CoregError
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,17 @@ class TrainData:
     augment: Augmenter
     classes: list[str]
     trusted: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        # A NaN in the inputs would surface epochs later as a "diverged" loss and a hint to lower
+        # the lr: name the input instead.
+        for name in ("candidates", "scores"):
+            t = getattr(self, name)
+            if t is not None and t.is_floating_point():
+                bad = (~torch.isfinite(t)).any(1).nonzero().flatten()
+                if bad.numel():
+                    raise CoregError(f"training {name} hold NaN or inf in {bad.numel()} rows (first: row "
+                                     f"{int(bad[0])}): bad input, not a diverged run")
 
     @property
     def num_samples(self) -> int:

@@ -29,8 +29,11 @@ How a study maps to Optuna and MLflow:
   by at most one trial each in a race. A local sqlite file works for a few processes on one
   machine; across machines use a database server, e.g.
   ``--storage postgresql://user:password@dbhost:5432/optuna`` (needs ``psycopg2``) or
-  ``mysql+pymysql://...``. Trials of a killed worker are marked FAIL by Optuna's heartbeat
-  after :data:`GRACE_PERIOD_S` seconds. Workers started at the same moment with the same seed
+  ``mysql+pymysql://...``. Trials of a killed worker stop counting and are retried
+  (:func:`reclaim_dead_trials`): at once when the worker ran on this host (its pid is gone),
+  otherwise after :data:`GRACE_PERIOD_S` seconds without a heartbeat; their MLflow runs are
+  marked FAILED. A worker that reaches the budget while trials of other hosts are still
+  RUNNING waits (at most a grace period plus a heartbeat) to retry any whose worker is gone. Workers started at the same moment with the same seed
   draw the same random start-up points: give them different ``--sampler-seed`` values.
 * **MLflow.** One parent run per study in the experiment, found again by its tags
   ``coreg.study=<name>`` and ``coreg.role=study`` (so a re-run or another worker logs under the
@@ -261,12 +264,72 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
     return dict(Counter(t.state.name for t in study.get_trials(deepcopy=False)))
 
 
-def _fail_stale(study: optuna.Study) -> None:
-    import optuna
+def worker_id() -> str:
+    """``host:pid`` of this process, stored on each trial it runs (user attribute ``worker``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
+
+def _local_pid(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The pid of the trial's worker when that worker ran on this host, else ``None``."""
+    host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
+
+
+def reclaim_dead_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Mark FAIL the RUNNING trials whose worker is gone, so they stop counting and are retried.
+
+    * a worker on this host whose pid no longer runs (killed): at once;
+    * a trial whose heartbeat is older than :data:`GRACE_PERIOD_S` (Optuna's heartbeat check);
+    * a trial that never got as far as recording its worker and started more than
+      :data:`GRACE_PERIOD_S` ago: Optuna skips trials without a heartbeat row, so one killed
+      between its creation and its first heartbeat would otherwise count forever.
+
+    Returns:
+        The trials this call failed (as they were while RUNNING).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    running = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not running:
+        return []
+    now = time.time()
+    mine = os.getpid()
+    for t in running.values():
+        pid = _local_pid(t)
+        dead = pid is not None and pid != mine and not _pid_alive(pid)
+        orphan = ("worker" not in t.user_attrs and t.datetime_start is not None
+                  and now - t.datetime_start.timestamp() > GRACE_PERIOD_S)
+        if dead or orphan:
+            with contextlib.suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+    still = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    failed = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    gone = [t for n, t in running.items() if n not in still and n in failed]
+    for t in gone:
+        logger.warning("trial %d was left RUNNING by a worker that is gone (%s): marked FAIL, it will be retried",
+                       t.number, t.user_attrs.get("worker", "never started"))
+    return gone
+
+
+def _unconfirmed_running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """RUNNING trials of workers this process cannot check by pid (another host, or not started)."""
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if _local_pid(t) is None]
 
 
 class MetricUnavailable(CoregError):
@@ -415,6 +478,14 @@ class MlflowStudyTracking:
             MlflowClient().set_terminated(run_id, status=status)
 
 
+def _set_status_quietly(tracking: StudyTracking, run_id: str | None, status: str) -> None:
+    """End a dead trial's run; a tracking error here must not stop the study."""
+    try:
+        tracking.set_status(run_id, status)
+    except Exception as e:  # noqa: BLE001 - MLflow raises many types (deleted run, store down)
+        logger.warning("could not mark run %s %s: %s", run_id, status, _one_line(e))
+
+
 def _one_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:500]
@@ -457,7 +528,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("worker", worker_id())
         tags = {STUDY_TAG: self.cfg.study_name, ROLE_TAG: "trial", "optuna.trial_number": trial.number,
                 "optuna.study": self.cfg.study_name, "optuna.storage": redact_url(self.cfg.storage)}
         callback = PruningCallback(trial, self.cfg.metric)
@@ -648,16 +719,29 @@ def run_study(cfg: TuneConfig, *, build_config: ConfigFn, train: TrainFn, out_di
     start = time.monotonic()
     stopped = "budget"
     in_a_row = 0
+    wait_until: float | None = None
     with tracking.parent(params=params) as parent:
         if parent.run_id:
             with contextlib.suppress(optuna.exceptions.OptunaError):
                 if "mlflow_parent_run_id" not in study.user_attrs:
                     study.set_user_attr("mlflow_parent_run_id", parent.run_id)
         while True:
-            _fail_stale(study)
+            for dead in reclaim_dead_trials(study):
+                _set_status_quietly(tracking, dead.user_attrs.get("mlflow_run_id"), "FAILED")
+            timed_out = cfg.timeout is not None and time.monotonic() - start >= cfg.timeout
             if counted_trials(study) >= cfg.n_trials:
-                break
-            if cfg.timeout is not None and time.monotonic() - start >= cfg.timeout:
+                # The budget may be reached only thanks to trials whose worker (on another host)
+                # died: wait until each has finished or has gone a grace period without a heartbeat.
+                pending = _unconfirmed_running(study)
+                if wait_until is None and pending:
+                    wait_until = time.monotonic() + GRACE_PERIOD_S + HEARTBEAT_S
+                    logger.info("budget reached with %d trial(s) running in other workers; waiting up to %ds "
+                                "to retry any whose worker is gone", len(pending), GRACE_PERIOD_S + HEARTBEAT_S)
+                if not pending or timed_out or time.monotonic() >= (wait_until or 0.0):
+                    break
+                time.sleep(min(HEARTBEAT_S, 5))
+                continue
+            if timed_out:
                 stopped = "timeout"
                 break
             n_reports = len(objective.reports)

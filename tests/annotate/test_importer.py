@@ -68,6 +68,10 @@ def test_partial_scores_are_normalised(folder_bundle: Any, tmp_path: Path) -> No
     (lambda o: o[3].__setitem__("candidates", ["cat", "horse"]), r":4: unknown class 'horse'"),
     (lambda o: o[1].__setitem__("candidates", []), r":2: empty candidate list"),
     (lambda o: o[1].__setitem__("candidates", "cat"), r":2: 'candidates' must be a list"),
+    # numbers are never thresholded into a set: probabilities belong in 'scores'
+    (lambda o: o[1].__setitem__("candidates", {"cat": 0.7, "dog": 0.3}), r":2: 'candidates' .* got numbers"),
+    (lambda o: o[1].__setitem__("candidates", [1, 0, 1]), r":2: 'candidates' .* got numbers"),
+    (lambda o: o[1].__setitem__("candidates", ["cat", 0.4]), r":2: 'candidates' .* got numbers"),
     (lambda o: o[4].__setitem__("image", "train/cat/999.png"), r":5: unknown image 'train/cat/999.png'"),
     (lambda o: o[5].__setitem__("image", o[0]["image"]), r":6: image .* listed twice \(first on line 1\)"),
     (lambda o: o[2].pop("image"), r":3: missing key 'image'"),
@@ -77,6 +81,8 @@ def test_partial_scores_are_normalised(folder_bundle: Any, tmp_path: Path) -> No
      r":7: unknown class 'cow' in scores"),
     (lambda o: [x.__setitem__("scores", {"cat": 1}) for x in o] and o[6].__setitem__("scores", {"cat": -1}),
      r":7: score of 'cat' must be a finite number >= 0"),
+    (lambda o: [x.__setitem__("scores", {"cat": 1}) for x in o] and o[6].__setitem__("scores", {"cat": float("nan")}),
+     r":7: score of 'cat' must be a finite number >= 0, got nan"),
     (lambda o: [x.__setitem__("scores", {"cat": 1}) for x in o] and o[6].__setitem__("scores", {"cat": 0}),
      r":7: scores sum to 0"),
 ])

@@ -71,3 +71,74 @@ def test_single_labels_are_unbiased_candidates(digits) -> None:
     # while the lowest-index rule would pick class 0 for about half of the rows
     assert (single == 0).mean() < 0.25
     assert np.array_equal(single, ann.single_labels())
+
+
+def write_npz(path, candidates, *, classes, data=None, **arrays) -> None:
+    """An annotation file as an outside tool would write it (no Annotation validation)."""
+    import json
+
+    meta = {"format_version": 1, "classes": list(classes), "annotator": {"kind": "llava"}, "data": data or {}}
+    np.savez(path, candidates=candidates, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def test_probabilities_as_candidates_are_refused_not_booleanised(tmp_path, digits) -> None:
+    ann = simulate_annotation(digits, kind="instance", seed=0)
+    probs = ann.scores  # every cell > 0: astype(bool) would make every set hold every class
+    with pytest.raises(AnnotationError, match=r"values other than 0 and 1 .*store probabilities as 'scores'"):
+        Annotation(candidates=probs, classes=digits.classes, annotator={"kind": "x"})
+    write_npz(tmp_path / "p.npz", probs, classes=digits.classes, data=digits.describe())
+    with pytest.raises(AnnotationError, match="values other than 0 and 1") as e:
+        load_annotation_for(tmp_path / "p.npz", digits)
+    assert "\n" not in str(e.value)
+    # 0/1 in any numeric dtype is a set and is accepted as such
+    for dtype in (np.float32, np.int64, np.uint8):
+        write_npz(tmp_path / "ok.npz", ann.candidates.astype(dtype), classes=digits.classes, data=digits.describe())
+        assert np.array_equal(load_annotation_for(tmp_path / "ok.npz", digits).candidates, ann.candidates)
+
+
+@pytest.mark.parametrize(("value", "match"), [(np.nan, "NaN or inf in 1 rows .*row 5"), (np.inf, "NaN or inf"),
+                                              (-0.5, "negative"), (None, "sum to 0")])
+def test_bad_scores_are_refused_at_load(tmp_path, digits, value, match) -> None:
+    ann = simulate_annotation(digits, kind="instance", seed=0)
+    scores = ann.scores.copy()
+    if value is None:
+        scores[5] = 0.0
+    else:
+        scores[5, 3] = value
+    write_npz(tmp_path / "s.npz", ann.candidates, classes=digits.classes, data=digits.describe(), scores=scores)
+    with pytest.raises(AnnotationError, match=f"scores .*{match}"):
+        Annotation.load(tmp_path / "s.npz")
+    test_scores = np.full((4, 10), 0.1, np.float32)
+    test_scores[2, 0] = np.nan
+    with pytest.raises(AnnotationError, match="test_scores hold NaN"):
+        Annotation(candidates=ann.candidates, classes=digits.classes, annotator={"kind": "x"}, test_scores=test_scores)
+
+
+def test_truncated_empty_or_corrupt_file_is_one_line(tmp_path, digits) -> None:
+    good = simulate_annotation(digits, kind="instance", seed=0).save(tmp_path / "a.npz").read_bytes()
+    cases = {"empty.npz": b"", "half.npz": good[: len(good) // 2], "tail.npz": good[:-40]}
+    corrupt = bytearray(good)
+    corrupt[200:260] = b"\x00" * 60  # inside the compressed candidates member: zlib / CRC error
+    cases["corrupt.npz"] = bytes(corrupt)
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(AnnotationError, match=rf"(empty|cannot read).*{name}") as e:
+            Annotation.load(tmp_path / name)
+        assert "\n" not in str(e.value), name
+
+
+def test_annotation_without_fingerprint_needs_ids_in_row_order(tmp_path, digits) -> None:
+    ann = simulate_annotation(digits, kind="flip", q=0.1, eta=0.1, seed=0)
+    write_npz(tmp_path / "bare.npz", ann.candidates, classes=digits.classes)
+    with pytest.raises(AnnotationError, match="no dataset fingerprint.*coreg import"):
+        load_annotation_for(tmp_path / "bare.npz", digits)
+    ids = list(digits.train.ids)
+    write_npz(tmp_path / "ids.npz", ann.candidates, classes=digits.classes, data={"ids": ids})
+    assert np.array_equal(load_annotation_for(tmp_path / "ids.npz", digits).candidates, ann.candidates)
+    perm = np.random.default_rng(0).permutation(len(ids))
+    write_npz(tmp_path / "perm.npz", ann.candidates[perm], classes=digits.classes, data={"ids": [ids[i] for i in perm]})
+    with pytest.raises(AnnotationError, match="rows are in another order"):
+        load_annotation_for(tmp_path / "perm.npz", digits)
+    write_npz(tmp_path / "other.npz", ann.candidates, classes=digits.classes, data={"ids": ["x"] + ids[1:]})
+    with pytest.raises(AnnotationError, match=r"ids do not match .*1 unknown"):
+        load_annotation_for(tmp_path / "other.npz", digits)

@@ -86,3 +86,34 @@ def test_to_uint8_image_modes() -> None:
     assert out.shape == (8, 8, 3) and (out == 77).all()
     pal = Image.new("RGB", (8, 8), (10, 20, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
     assert to_uint8_image(pal, size=8, channels=3)[0, 0].tolist() == [10, 20, 30]
+
+
+@pytest.mark.parametrize("side", [(20000, 20000), (8001, 8000)], ids=["over_pil_bomb_limit", "over_coreg_limit"])
+def test_folder_decompression_bomb_is_named(tmp_path, side, png_claiming_size) -> None:
+    from coreg.data.datasets import MAX_IMAGE_PIXELS
+
+    assert side[0] * side[1] > MAX_IMAGE_PIXELS
+    _write_tree(tmp_path / "train", ["x", "y"], 2)
+    png_claiming_size(tmp_path / "train" / "y" / "bomb.png", *side)
+    with pytest.raises(DatasetError, match=rf"image .*bomb.png .*limit of {MAX_IMAGE_PIXELS:,}") as e:
+        load_dataset(f"folder:{tmp_path}")
+    assert "\n" not in str(e.value)
+
+
+def test_folder_empty_class_folder_is_refused(tmp_path) -> None:
+    _write_tree(tmp_path, ["a", "b"], 3)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / ".DS_Store").write_bytes(b"")  # hidden files are not images
+    with pytest.raises(DatasetError, match=r"class folder .*c holds no images"):
+        load_dataset(f"folder:{tmp_path}")
+    _write_tree(tmp_path / "split" / "train", ["a", "b"], 2)
+    (tmp_path / "split" / "test" / "a").mkdir(parents=True)
+    _write_tree(tmp_path / "split" / "test", ["b"], 1)
+    with pytest.raises(DatasetError, match=r"test.a holds no images"):
+        load_dataset(f"folder:{tmp_path / 'split'}")
+
+
+def test_folder_single_class_is_refused(tmp_path) -> None:
+    _write_tree(tmp_path, ["only"], 5)
+    with pytest.raises(DatasetError, match="at least 2 classes"):
+        load_dataset(f"folder:{tmp_path}")

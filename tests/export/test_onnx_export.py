@@ -115,7 +115,7 @@ def test_parity_failure_raises_and_keeps_old_file(digits, tmp_path, monkeypatch)
 
     monkeypatch.setattr(onnx_mod, "check_parity", broken)
     with pytest.raises(CoregError, match="parity check failed"):
-        export_student(_student(digits, nets=1), out, parity_images=digits.test.images[:4])
+        export_student(_student(digits, nets=1), out, parity_images=digits.test.images[:4], overwrite=True)
     assert out.read_bytes() == b"previous good model"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.onnx")]  # no temp left behind
     assert json.loads((tmp_path / "m.onnx.parity.json").read_text())["parity"]["passed"] is False
@@ -214,3 +214,25 @@ def test_cli_export_int8_reports_accuracy_change(trained, tmp_path):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "student.int8.onnx").exists()
     assert "test accuracy (359 images): fp32" in r.output and "points" in r.output
+
+
+def test_cli_export_refuses_to_overwrite_without_force(digits, tmp_path):
+    st = _student(digits, nets=1)
+    st.save(tmp_path / "student.pt")
+    out = tmp_path / "out" / "a.onnx"
+    args = ["export", "--model", str(tmp_path / "student.pt"), "--no-track"]
+    assert CliRunner().invoke(main, [*args, "--out", str(out)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.parent.iterdir()}
+    assert {"a.onnx", "labels.json", "preprocess.json", "a.onnx.parity.json"} <= set(before)
+    # the same model path, and another model in the same folder (its sidecars would replace a.onnx's)
+    for target in (out, out.parent / "b.onnx"):
+        r = CliRunner().invoke(main, [*args, "--out", str(target)])
+        assert r.exit_code == 2, r.output
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error:") and "--force" in lines[0], r.output
+        assert "labels.json" in lines[0] and "preprocess.json" in lines[0]
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before  # nothing touched, no temp files
+    (out.parent / "labels.json").write_text('["stale"]')
+    r = CliRunner().invoke(main, [*args, "--out", str(out), "--force"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out.parent / "labels.json").read_text()) == list(digits.classes)

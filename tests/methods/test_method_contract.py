@@ -122,3 +122,40 @@ def test_same_seed_same_loss(name: str) -> None:
     assert torch.equal(a["loss"], b["loss"])
     for n in a["after"]:
         assert torch.equal(a["after"][n], b["after"][n]), n
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_checkpoint_state_loads_weights_only(name: str, tmp_path) -> None:
+    """What the engine checkpoints for a method (after a main epoch's plan, e.g. Co-Reg's loss
+    history) is tensors and plain types: it round-trips through ``torch.load(weights_only=True)``
+    and restores the same extra state."""
+    from coreg.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    r = first_step(name, warmup=0)
+    method, opts = r["method"], r["opts"]
+    state = {"epoch": 0, "method": method.state_dict(), "optimizers": {k: o.state_dict() for k, o in opts.items()},
+             "extra": method.extra_state(), "history": [{"test_acc": 0.5}], "best": {"value": -math.inf, "epoch": None}}
+    back = load_checkpoint(save_checkpoint(tmp_path / "checkpoint.pt", state))
+    fresh = first_step(name, warmup=1)["method"]  # another instance, in another state
+    fresh.load_state_dict(back["method"])
+    fresh.load_extra_state(back["extra"])
+    again = fresh.extra_state()
+    assert again.keys() == state["extra"].keys()
+    torch.testing.assert_close(again, state["extra"], rtol=0, atol=0)
+    for k, v in method.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+
+
+def test_non_finite_inputs_are_bad_input_not_a_divergence() -> None:
+    """A NaN score would otherwise surface epochs later as "diverged, lower the lr"."""
+    import dataclasses as dc
+
+    from coreg.errors import CoregError
+
+    data = tiny_data()
+    for name in ("scores", "candidates"):
+        bad = getattr(data, name).clone()
+        bad[5, 1] = float("nan") if name == "scores" else float("inf")
+        with pytest.raises(CoregError, match=rf"training {name} hold NaN or inf in 1 rows \(first: row 5\): bad input"):
+            dc.replace(data, **{name: bad})
+    dc.replace(data, scores=None)  # no scores is fine

@@ -182,3 +182,109 @@ def test_real_coreg_space_drives_trials(tmp_path: Path) -> None:
     t = load(tcfg(tmp_path)).trials[0]
     assert {"lr", "lambda_u", "p_threshold"} <= set(t.params)
     assert any(o.startswith("method.lambda_u=") for o in t.user_attrs["overrides"])
+
+
+# --------------------------------------------------------------------------- trials left RUNNING by dead workers
+
+KILLED_WORKER = """
+import os, signal, sys
+import optuna
+from coreg.tuning.study import make_storage, worker_id
+study = optuna.create_study(study_name="s", storage=make_storage(sys.argv[1]), direction="maximize",
+                            load_if_exists=True)
+def objective(trial):  # what Objective does first, then the process dies mid-training
+    trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+    trial.set_user_attr("worker", worker_id())
+    trial.set_user_attr("mlflow_run_id", "run-of-killed-trial")
+    os.kill(os.getpid(), signal.SIGKILL)
+study.optimize(objective, n_trials=1)
+"""
+
+
+class RecordingTracking:
+    """NullStudyTracking that records run status changes."""
+
+    def __init__(self) -> None:
+        from coreg.tuning.study import NullStudyTracking
+
+        self.inner = NullStudyTracking()
+        self.statuses: list[tuple[str | None, str]] = []
+
+    def parent(self, **kw: Any) -> Any:
+        return self.inner.parent(**kw)
+
+    def trial(self, **kw: Any) -> Any:
+        return self.inner.trial(**kw)
+
+    def set_status(self, run_id: str | None, status: str) -> None:
+        self.statuses.append((run_id, status))
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="POSIX only")
+def test_trial_of_a_killed_local_worker_is_failed_at_once_and_retried(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cfg = tcfg(tmp_path, n_trials=2)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", KILLED_WORKER, cfg.storage], capture_output=True, text=True, env=env)
+    assert r.returncode == -9, r.stderr
+    assert [t.state.name for t in load(cfg).trials] == ["RUNNING"]  # heartbeat fresh: Optuna alone keeps it
+    tracking = RecordingTracking()
+    s = run_study(cfg, build_config=build, train=FakeTrain(), suggest=lr_space, out_dir=tmp_path / "o",
+                  tracking=tracking)  # type: ignore[arg-type]
+    assert s.counts == {"FAIL": 1, "COMPLETE": 2} and [r.number for r in s.ran] == [1, 2]
+    assert ("run-of-killed-trial", "FAILED") in tracking.statuses
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_trial_that_never_started_is_failed_after_the_grace_period(tmp_path: Path, monkeypatch: Any) -> None:
+    import time
+
+    import coreg.tuning.study as study_mod
+
+    monkeypatch.setattr(study_mod, "GRACE_PERIOD_S", 1)
+    cfg = tcfg(tmp_path, n_trials=1)
+    study = optuna.create_study(study_name="s", storage=study_mod.make_storage(cfg.storage), direction="maximize")
+    study.ask()  # RUNNING, no heartbeat row and no worker: Optuna's stale check never sees it
+    time.sleep(1.1)
+    s = run_study(cfg, build_config=build, train=FakeTrain(), suggest=lr_space, out_dir=tmp_path / "o")
+    assert s.counts == {"FAIL": 1, "COMPLETE": 1}
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_remote_worker_trial_is_awaited_then_retried_once_stale(tmp_path: Path, monkeypatch: Any) -> None:
+    import coreg.tuning.study as study_mod
+
+    monkeypatch.setattr(study_mod, "GRACE_PERIOD_S", 1)
+    monkeypatch.setattr(study_mod, "HEARTBEAT_S", 1)
+    cfg = tcfg(tmp_path, n_trials=1)
+    storage = study_mod.make_storage(cfg.storage)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    t = study.ask()
+    t.set_user_attr("worker", "another-host:4242")
+    storage.record_heartbeat(t._trial_id)  # then that host went silent
+    # The budget (1) is reached by the remote trial alone: without waiting, nothing would run.
+    s = run_study(cfg, build_config=build, train=FakeTrain(), suggest=lr_space, out_dir=tmp_path / "o")
+    assert s.counts == {"FAIL": 1, "COMPLETE": 1} and [r.number for r in s.ran] == [1]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_trial_of_a_live_local_worker_still_counts(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    import coreg.tuning.study as study_mod
+
+    cfg = tcfg(tmp_path, n_trials=1)
+    study = optuna.create_study(study_name="s", storage=study_mod.make_storage(cfg.storage), direction="maximize")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        study.ask().set_user_attr("worker", f"{socket.gethostname()}:{live.pid}")
+        s = run_study(cfg, build_config=build, train=FakeTrain(), suggest=lr_space, out_dir=tmp_path / "o")
+    finally:
+        live.kill()
+        live.wait()
+    assert s.counts == {"RUNNING": 1} and s.ran == []
