@@ -34,9 +34,9 @@ def simulate_annotation(
             return Annotation(candidates=cand, classes=bundle.classes, data=bundle.describe(),
                               annotator={"kind": "flip", "q": q, "eta": eta, "seed": seed})
         if kind == "instance":
-            cand, scores, preds, names = instance_candidates(bundle.train.images, y, k, shots=shots,
-                                                            num_annotators=annotators, seed=seed)
-            test_scores = None
+            test = bundle.test.images if bundle.test is not None else None
+            cand, scores, preds, names, test_scores = instance_candidates(
+                bundle.train.images, y, k, shots=shots, num_annotators=annotators, seed=seed, test_images=test)
             return Annotation(candidates=cand, classes=bundle.classes, data=bundle.describe(), scores=scores,
                               template_preds=preds, test_scores=test_scores,
                               annotator={"kind": "instance", "shots": shots, "annotators": annotators,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from coreg.cli import main
@@ -19,13 +20,20 @@ def test_train_two_epochs_tracked(tmp_path) -> None:
                              "--set", "method.moco_queue=512", "--out", str(out), "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "test accuracy" in r.output
+    # the instance annotator scores the test split too: the student is compared with it there
+    assert "annotator test accuracy" in r.output and "on the same test split" in r.output
+    assert ("beats it by" in r.output) or ("trails it by" in r.output) or ("ties it" in r.output)
     run_id = __import__("json").loads((out / "mlflow_run.json").read_text())["run_id"]
     run = mlflow.get_run(run_id)
     assert run.data.params["method.lambda_u"] == "1.0" and run.data.params["epochs"] == "2"
     hist = mlflow.MlflowClient().get_metric_history(run_id, "test_acc")
     assert [m.step for m in hist] == [0, 1]
-    for key in ("net1_loss", "lr", "val_approx_acc", "test_acc_net1", "test_acc_net2", "net1_division_precision"):
+    for key in ("net1_loss", "lr", "val_approx_acc", "test_acc_net1", "test_acc_net2", "net1_division_precision",
+                "annotator_test_acc", "annotator_train_acc", "final_gain_vs_annotator", "net1_p_class_frac_min",
+                "net1_train_classes_predicted", "net1_pl_acc_labelled", "net1_p_count_c0"):
         assert key in run.data.metrics, key
+    m = run.data.metrics
+    assert m["final_gain_vs_annotator"] == pytest.approx(m["final_test_acc"] - m["annotator_test_acc"])
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
     assert {"config.yaml", "student.pt", "accuracy_curve.png", "confusion_matrix.png", "checkpoint"} <= arts
     model = mlflow.pyfunc.load_model(run.data.tags["student_model_uri"])

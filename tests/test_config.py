@@ -100,3 +100,25 @@ def test_every_float_field_of_every_train_config_must_be_finite() -> None:
                         cfg.with_overrides([f"{section}{f.name}=1e999"])
                     checked += 1
     assert checked > 20
+
+
+def test_presets_faithful_and_robust() -> None:
+    from coreg.engine import TrainConfig
+    from coreg.engine.config import FAITHFUL
+
+    robust = TrainConfig.for_method("coreg")
+    assert robust.preset == "robust" and robust.lr_period == 0 and robust.min_steps_per_epoch > 0
+    assert robust.method.division != "global"
+    faithful = TrainConfig.for_method("coreg", preset="faithful")
+    assert faithful.lr_period == 800 and faithful.min_steps_per_epoch == 0 and faithful.method.division == "global"
+    # a --set after the preset in the same update still wins; the preset key is applied first
+    mixed = robust.with_overrides(["lr_period=50", "preset=faithful"])
+    assert mixed.lr_period == 50 and mixed.min_steps_per_epoch == 0
+    # back to robust restores every key the faithful preset changes
+    assert faithful.with_overrides(["preset=robust"]) == robust
+    assert set(FAITHFUL) >= {"lr_period", "min_steps_per_epoch", "method.division"}
+    # method keys a baseline does not have are skipped
+    kd = TrainConfig.for_method("kd", preset="faithful")
+    assert kd.lr_period == 800 and kd.preset == "faithful"
+    with pytest.raises(ConfigError, match="unknown preset"):
+        robust.with_overrides(["preset=fast"])

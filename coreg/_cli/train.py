@@ -100,13 +100,26 @@ def train_tracked(*, bundle: Any, annotation: Any, annotation_path: str | None, 
     source = {"run_id": tracker.run_id, "annotation": annotation_path, "annotator": annotation.annotator}
     result = fit(cfg, bundle, annotation, out_dir=out_dir, tracker=tracker, resume=resume, callbacks=callbacks,
                  gold=gold, source=source, progress=progress)
-    summary = {k: v for k, v in result.metrics.items() if k.startswith(("test_acc", "best_test_acc", "val_"))}
+    summary = {k: v for k, v in result.metrics.items() if k.startswith(("test_acc", "best_test_acc", "val_", "annotator_", "gain_vs_annotator"))}
     tracker.log_metrics({f"final_{k}": v for k, v in summary.items()})
     if result.best_epoch is not None:
         tracker.log_metrics({"selected_epoch": float(result.best_epoch)})
     uri = log_training_artifacts(tracker, result, cfg, bundle, annotation, log_checkpoint=log_checkpoint)
     result.extras["model_uri"] = uri
     return result
+
+
+def annotator_summary(m: dict[str, float]) -> str | None:
+    """One line saying by how much the student beats or trails its annotator."""
+    if "gain_vs_annotator" not in m:
+        return None
+    gain = 100 * m["gain_vs_annotator"]
+    verdict = "beats" if gain > 0 else "trails" if gain < 0 else "ties"
+    if m.get("gain_vs_annotator_split") == 1.0:
+        return (f"annotator test accuracy: {m['annotator_test_acc']:.4f} on the same test split; the student "
+                f"{verdict} it by {abs(gain):.1f} points")
+    return (f"annotator single-label accuracy on the training split: {m['annotator_train_acc']:.4f} (no test-split "
+            f"annotator scores in this annotation); the student's test accuracy {verdict} it by {abs(gain):.1f} points")
 
 
 @click.command("train")
@@ -169,6 +182,9 @@ def train_cmd(data: str, data_dir: str | None, download: bool, split_seed: int, 
     if "test_acc" in m:
         click.echo(f"test accuracy: {m['test_acc']:.4f} (best {m.get('best_test_acc', m['test_acc']):.4f}; "
                    f"net1 {m.get('test_acc_net1', float('nan')):.4f}, net2 {m.get('test_acc_net2', float('nan')):.4f})")
+    line = annotator_summary(m)
+    if line:
+        click.echo(line)
     if result.selection_metric:
         click.echo(f"label-free selection ({result.selection_metric}): {m.get(result.selection_metric, float('nan')):.4f}")
     if run_id:

@@ -134,8 +134,8 @@ def _classifiers(seed: int) -> list[tuple[str, Any]]:
 
 def instance_candidates(
     images: np.ndarray, labels: np.ndarray, num_classes: int, *, shots: int = 5, num_annotators: int = 5,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    seed: int = 0, test_images: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray | None]:
     """Instance-dependent candidate sets from weak few-shot annotators.
 
     Each annotator a is a (feature view, classifier) pair fitted on its own ``shots`` images per
@@ -150,9 +150,12 @@ def instance_candidates(
         shots: labelled images per class for each annotator.
         num_annotators: how many weak annotators (1..10).
         seed: seed of the shot sampling and of the classifiers.
+        test_images: optional uint8 ``(N_test, H, W, C)``: the same annotators also score them
+            (so the annotator's own test accuracy can be reported next to a student's).
 
     Returns:
-        ``(candidates (N, K) bool, scores (N, K) float32, preds (N, A) int16, names)``.
+        ``(candidates (N, K) bool, scores (N, K) float32, preds (N, A) int16, names, test_scores)``;
+        ``test_scores`` is float32 ``(N_test, K)`` or ``None`` without ``test_images``.
 
     Raises:
         ValueError: bad ``shots``/``num_annotators``, or a class with fewer than ``shots`` images.
@@ -173,6 +176,8 @@ def instance_candidates(
     preds = np.empty((n, num_annotators), dtype=np.int16)
     scores = np.zeros((n, num_classes), dtype=np.float64)
     names = []
+    test_scores = None if test_images is None else np.zeros((len(test_images), num_classes), dtype=np.float64)
+    test_cache: dict[str, np.ndarray] = {}
     for a in range(num_annotators):
         view = view_names[a % len(view_names)]
         clf_name, clf = clfs[(a * 3 + a // len(view_names)) % len(clfs)]
@@ -186,9 +191,15 @@ def instance_candidates(
         proba[:, clf.classes_] = clf.predict_proba(x)
         preds[:, a] = proba.argmax(1)
         scores += proba
+        if test_scores is not None and test_images is not None:
+            if view not in test_cache:
+                test_cache[view] = _VIEWS[view](test_images)
+            test_scores[:, clf.classes_] += clf.predict_proba(test_cache[view])
         names.append(f"{clf_name}@{view}")
         logger.info("annotator %s: train accuracy %.3f", names[-1], float((preds[:, a] == labels).mean()))
     cand = np.zeros((n, num_classes), dtype=bool)
     cand[np.arange(n)[:, None], preds.astype(np.int64)] = True
     scores /= num_annotators
-    return cand, scores.astype(np.float32), preds, names
+    if test_scores is not None:
+        test_scores = (test_scores / num_annotators).astype(np.float32)
+    return cand, scores.astype(np.float32), preds, names, test_scores

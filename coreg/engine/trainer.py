@@ -188,11 +188,15 @@ class Trainer:
         callbacks: called after each epoch with ``(epoch, metrics)``.
         student_meta: ``data`` / ``source`` descriptions stored in the student.
         progress: show tqdm bars.
+        reference: the annotator's own accuracies (``annotator_test_acc`` on the same test split,
+            ``annotator_train_acc``), logged every epoch beside the student's, see
+            :func:`annotator_reference`.
     """
 
     def __init__(self, cfg: TrainConfig, method: Method, data: TrainData, evals: EvalSets, *, out_dir: str | Path,
                  device: torch.device, tracker: Tracker | None = None, callbacks: Sequence[EpochCallback] = (),
-                 student_meta: dict[str, Any] | None = None, progress: bool = True) -> None:
+                 student_meta: dict[str, Any] | None = None, progress: bool = True,
+                 reference: dict[str, float] | None = None) -> None:
         self.cfg = cfg
         self.method = method
         self.data = data
@@ -203,6 +207,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.meta = student_meta or {}
         self.progress = progress
+        self.reference = dict(reference or {})
         self.bf16 = use_bf16(cfg.amp, device)
         self.optimizers = method.configure_optimizers()
         self.history: list[dict[str, float]] = []
@@ -318,6 +323,7 @@ class Trainer:
         final = dict(self.history[-1]) if self.history else {}
         if self.history and any("test_acc" in h for h in self.history):
             final["best_test_acc"] = max(h.get("test_acc", -1.0) for h in self.history)
+        final.update(gain_vs_annotator(final))
         return FitResult(metrics=final, history=self.history, student=student, out_dir=self.out_dir,
                          selection_metric=self.selection_metric, best_epoch=self.best.get("epoch"))
 
@@ -373,10 +379,45 @@ class Trainer:
         t1 = time.perf_counter()
         metrics.update(self.evaluate())
         metrics["eval_time"] = time.perf_counter() - t1
+        metrics.update(self.reference)
         logger.info("epoch %d/%d lr %.5f loss %.4f test_acc %s (%.1fs)", epoch + 1, cfg.epochs, lr,
                     metrics.get("train_loss", float("nan")),
                     f"{metrics['test_acc']:.4f}" if "test_acc" in metrics else "-", train_time)
         return metrics
+
+
+def annotator_reference(annotation: Annotation, bundle: DataBundle) -> dict[str, float]:
+    """The annotator's own accuracy, to report beside the student's.
+
+    ``annotator_test_acc``: argmax of the annotation's test-split scores against the test gold labels
+    (CLIP annotations and the ``instance`` simulation carry them); ``annotator_train_acc``: its single
+    label against the training gold labels. Keys are absent where the gold labels or scores are.
+    """
+    from coreg.methods.baselines.zero_shot import zero_shot_accuracy
+
+    try:
+        acc = zero_shot_accuracy(annotation, bundle)
+    except ValueError as e:  # test scores of another test split: report nothing rather than a wrong number
+        logger.warning("annotator accuracy not reported: %s", e)
+        return {}
+    out = {}
+    if "test_acc" in acc:
+        out["annotator_test_acc"] = acc["test_acc"]
+    if "annotator_train_acc" in acc:
+        out["annotator_train_acc"] = acc["annotator_train_acc"]
+    return out
+
+
+def gain_vs_annotator(metrics: dict[str, float]) -> dict[str, float]:
+    """``gain_vs_annotator`` = student test accuracy - the annotator's, on the same test split when the
+    annotation has test scores (else against its training-split accuracy, flagged by
+    ``gain_vs_annotator_split`` = 1 for test, 0 for train)."""
+    if "test_acc" not in metrics:
+        return {}
+    for key, split in (("annotator_test_acc", 1.0), ("annotator_train_acc", 0.0)):
+        if key in metrics:
+            return {"gain_vs_annotator": metrics["test_acc"] - metrics[key], "gain_vs_annotator_split": split}
+    return {}
 
 
 def build_method(cfg: TrainConfig, data: TrainData, *, device: torch.device) -> Method:
@@ -418,7 +459,8 @@ def fit(
             "source": {"method": cfg.method_name, **(source or {})}}
     meta["data"].pop("classes", None)
     trainer = Trainer(cfg, method, data, evals, out_dir=out_dir, device=device, tracker=tracker,
-                      callbacks=callbacks, student_meta=meta, progress=progress)
+                      callbacks=callbacks, student_meta=meta, progress=progress,
+                      reference=annotator_reference(annotation, bundle))
     result = trainer.fit(resume=resume)
     result.extras.update(info)
     result.extras["trainer"] = trainer

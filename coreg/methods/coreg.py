@@ -116,6 +116,7 @@ class CoRegConfig(MethodConfig):
     soft_labels: bool = False
     division: str = "balanced"
     balance_ratio: float = 0.5
+    cotrain_min_steps: int = -1  # -1: the engine's min_steps_per_epoch
 
     def validate(self) -> None:
         check(self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}")
@@ -252,7 +253,8 @@ class CoReg(Method):
             peer = "net2" if name == "net1" else "net1"
             div = self._divisions[peer if self.cfg.co_pseudo_label else name]
             batches = labelled_unlabelled_batches(div.labelled, self.cfg.batch_size, generator=ctx.generator,
-                                                  min_batches=ctx.min_steps,
+                                                  min_batches=(ctx.min_steps if self.cfg.cotrain_min_steps < 0
+                                                               else self.cfg.cotrain_min_steps),
                                                   use_unlabelled=self.cfg.use_unlabelled)
             lengths[name] = len(batches[0])
             phases[name] = self._iter_cotrain(batches, div)

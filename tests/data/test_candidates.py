@@ -64,7 +64,8 @@ def test_flip_rejects_rates_out_of_range(q: float, eta: float) -> None:
 
 def test_instance_candidates_union_of_annotators(digits) -> None:
     x, y = digits.train.images[:600], digits.train.labels[:600]
-    cand, scores, preds, names = instance_candidates(x, y, 10, shots=2, num_annotators=3, seed=0)
+    cand, scores, preds, names, test_scores = instance_candidates(x, y, 10, shots=2, num_annotators=3, seed=0)
+    assert test_scores is None
     assert cand.shape == (600, 10) and preds.shape == (600, 3) and len(names) == 3
     brute = np.zeros_like(cand)
     for i in range(600):
@@ -78,6 +79,22 @@ def test_instance_candidates_union_of_annotators(digits) -> None:
     assert 0.3 < acc < 0.99
     again = instance_candidates(x, y, 10, shots=2, num_annotators=3, seed=0)[0]
     assert np.array_equal(cand, again)
+
+
+def test_instance_annotators_also_score_the_test_split(digits) -> None:
+    x, y = digits.train.images[:600], digits.train.labels[:600]
+    cand, scores, _, _, test_scores = instance_candidates(x, y, 10, shots=2, num_annotators=3, seed=0,
+                                                          test_images=digits.test.images)
+    plain = instance_candidates(x, y, 10, shots=2, num_annotators=3, seed=0)
+    assert np.array_equal(cand, plain[0]) and np.array_equal(scores, plain[1])  # training side unchanged
+    assert test_scores.shape == (len(digits.test.images), 10)
+    assert np.allclose(test_scores.sum(1), 1.0, atol=1e-5)
+    # the same annotators on the same images give the same scores: scoring the training images as
+    # "test" reproduces the training scores exactly
+    again = instance_candidates(x, y, 10, shots=2, num_annotators=3, seed=0, test_images=x)[4]
+    assert np.allclose(again, scores, atol=1e-6)
+    acc = float((test_scores.argmax(1) == digits.test.labels).mean())
+    assert 0.2 < acc < 0.95  # weak but far better than chance
 
 
 def test_instance_rejects_bad_shots(digits) -> None:

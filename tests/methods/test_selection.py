@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from coreg.methods.base import index_batches, labelled_unlabelled_batches
 from coreg.methods.selection import (
+    class_balanced_selection,
     co_divide,
     distribution_align,
     division_loss,
@@ -186,3 +188,75 @@ def test_co_divide_seeded_determinism_and_errors() -> None:
     with pytest.raises(ValueError):
         co_divide(losses, [], seed=0, window=0)
     assert np.array_equal(gmm_clean_prob(np.zeros(5), seed=0), np.ones(5))
+
+
+# ----------------------------------------------------------------------------- robust division
+def test_per_class_division_rescues_a_hard_class() -> None:
+    rng = np.random.default_rng(0)
+    # class 0 is "easy" (losses near 0.1 / 0.7), class 1 "hard": every loss is shifted up by 1.0, so
+    # a single global mixture puts all of class 1 on the noisy side
+    easy = np.r_[rng.normal(0.1, 0.03, 160), rng.normal(0.7, 0.05, 40)]
+    hard = np.r_[rng.normal(1.1, 0.03, 160), rng.normal(1.7, 0.05, 40)]
+    losses, groups = np.r_[easy, hard], np.r_[np.zeros(200, int), np.ones(200, int)]
+    w_global = co_divide(losses, [], seed=0)
+    assert (w_global[200:] > 0.5).mean() < 0.05
+    w = co_divide(losses, [], seed=0, groups=groups, min_group=20)
+    clean = np.r_[np.ones(160), np.zeros(40), np.ones(160), np.zeros(40)].astype(bool)
+    assert ((w > 0.5) == clean).mean() > 0.97
+    # a group below min_group keeps the global values
+    small = np.r_[groups[:390], np.full(10, 2)]
+    w_small = co_divide(losses, [], seed=0, groups=small, min_group=20)
+    assert np.array_equal(w_small[390:], w_global[390:])
+    with pytest.raises(ValueError, match="groups"):
+        co_divide(losses, [], seed=0, groups=groups[:10])
+
+
+def test_class_balanced_selection_tops_up_starved_groups() -> None:
+    rng = np.random.default_rng(1)
+    n, k = 300, 3
+    groups = np.repeat(np.arange(k), n // k)
+    w = rng.uniform(0, 1, n)
+    w[groups == 2] = rng.uniform(0, 0.2, 100)  # group 2 starved by the threshold
+    scores = rng.normal(size=n)
+    plain = w > 0.5
+    sel = class_balanced_selection(w, groups, scores, threshold=0.5, num_groups=k, min_ratio=0.5)
+    assert (sel >= plain).all()  # a superset of the threshold split
+    rate = plain.mean()
+    for g in range(k):
+        assert sel[groups == g].sum() >= np.ceil(0.5 * rate * 100)
+    added = sel & ~plain
+    assert set(groups[added]) == {2}  # only the starved group changed
+    # the added samples are group 2's best-scored ones
+    g2 = np.flatnonzero(groups == 2)
+    best = g2[np.argsort(-scores[g2])][: added.sum()]
+    assert set(np.flatnonzero(added)) == set(best)
+    assert np.array_equal(class_balanced_selection(w, groups, scores, threshold=0.5, num_groups=k, min_ratio=0), plain)
+    with pytest.raises(ValueError):
+        class_balanced_selection(w, groups, scores, threshold=0.5, num_groups=k, min_ratio=1.5)
+
+
+def test_index_batches_floor_and_single_sample_merge() -> None:
+    idx = torch.arange(5)
+    assert [b.tolist() for b in index_batches(idx, 2, generator=None)] == [[0, 1], [2, 3, 4]]
+    assert [b.tolist() for b in index_batches(torch.arange(3), 2, generator=None)] == [[0, 1, 2]]
+    g = torch.Generator().manual_seed(0)
+    one = index_batches(torch.arange(10), 4, generator=g)
+    assert sorted(torch.cat(one).tolist()) == list(range(10))  # every index exactly once
+    many = index_batches(torch.arange(10), 4, generator=torch.Generator().manual_seed(0), min_batches=7)
+    assert len(many) >= 7
+    # full passes, each a permutation: every index appears equally often
+    counts = torch.bincount(torch.cat(many), minlength=10)
+    assert (counts == counts[0]).all() and counts[0] >= 2
+    # min_batches=0 draws one permutation, exactly as before
+    assert all(torch.equal(a, b) for a, b in zip(one, many[: len(one)]))
+
+
+def test_labelled_unlabelled_batches_pair_p_with_u() -> None:
+    labelled = torch.zeros(50, dtype=torch.bool)
+    labelled[:12] = True
+    lab, unl = labelled_unlabelled_batches(labelled, 4, generator=torch.Generator().manual_seed(0), min_batches=6)
+    assert len(lab) == len(unl) >= 6
+    assert all(labelled[b].all() for b in lab) and all((~labelled[b]).all() for b in unl)
+    lab2, unl2 = labelled_unlabelled_batches(labelled, 4, generator=torch.Generator().manual_seed(0),
+                                             use_unlabelled=False)
+    assert len(lab2) == 3 and all(len(u) == 0 for u in unl2)
