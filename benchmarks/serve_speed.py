@@ -42,8 +42,8 @@ from coreg.data import ImageSpec, load_dataset
 from coreg.export import export_student, normalize_images, onnx_accuracy, quantize_int8
 from coreg.models import create_model
 from coreg.student import Student
+from serving.classifier import OnnxClassifier
 from serving.http import make_server
-from serving.runner import OnnxClassifier
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_speed.json"
 

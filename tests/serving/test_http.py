@@ -17,8 +17,8 @@ from PIL import Image
 from coreg.export import export_student
 from coreg.models import create_model
 from coreg.student import Student
+from serving.classifier import OnnxClassifier
 from serving.http import BatchWorker, HttpError, make_server
-from serving.runner import OnnxClassifier
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from coreg.data.transforms import Augmenter, to_tensor_images
 from coreg.export import export_student
 from coreg.models import create_model
 from coreg.student import Student
-from serving.runner import ModelLoadError, OnnxClassifier, main, top_k_from_logits
+from serving.classifier import ModelLoadError, OnnxClassifier, top_k_from_logits
+from serving.runner import main
 
 REPO = Path(__file__).resolve().parents[2]
 
