@@ -20,8 +20,8 @@ room.
 
 Requests: the body (at most ``max_body_bytes``; multipart bodies at most ``max_parts`` parts,
 counted before parsing) is read, the image's declared size is checked against ``max_pixels``
-before decoding, and at most ``max_decodes`` images are decoded and preprocessed at once (the
-memory-heavy step: about ``width * height * bands`` bytes each). The small network input then goes
+before decoding, and the image is decoded and preprocessed on one of ``max_decodes`` decode
+threads (the memory-heavy step: about ``width * height * bands`` bytes each). The small network input then goes
 through a bounded queue to one inference thread, which takes what is queued (up to ``max_batch``,
 waiting at most ``batch_wait_ms`` for more) and runs one onnxruntime call for the whole batch.
 Each request waits on its own event with a timeout (504 when it passes).
@@ -45,11 +45,14 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, fields, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from socketserver import TCPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -66,12 +69,15 @@ from serving.preprocess import (
 if TYPE_CHECKING:
     from serving.classifier import OnnxClassifier
 
-__all__ = ["BatchWorker", "DecodeGate", "ServerConfig", "InferenceServer", "ServerStartError", "make_server",
+__all__ = ["BatchWorker", "DecodePool", "ServerConfig", "InferenceServer", "ServerStartError", "make_server",
            "HttpError"]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 RAW_TYPES = ("application/octet-stream",)
+LINGER_S = 2.0  # lingering close: how long to read what a client still sends after the last response
 
 
 def _default_decodes() -> int:
@@ -257,38 +263,51 @@ class BatchWorker:
             self.items += len(jobs)
 
 
-class DecodeGate:
-    """At most ``limit`` holders at once (a semaphore), counting the current and the peak number.
+class DecodePool:
+    """``limit`` threads that decode and preprocess images, counting the current and the peak number.
+
+    Decoding is the memory-heavy step. Running it on a few dedicated threads (rather than in every
+    connection thread under a semaphore) bounds both the decodes in flight and the memory the C
+    allocator keeps per thread: freed full-size image buffers stay with the thread's malloc arena,
+    so ``workers`` decoding threads would each keep one.
 
     Args:
-        limit: concurrent holders allowed.
+        limit: decode threads.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = int(limit)
-        self._sem = threading.BoundedSemaphore(self.limit)
+        self._ex = ThreadPoolExecutor(self.limit, thread_name_prefix="coreg-serve-decode")
         self._lock = threading.Lock()
         self.active = 0
         self.peak = 0
 
-    def acquire(self, timeout: float) -> None:
-        """Take a slot, waiting at most ``timeout`` seconds.
+    def run(self, fn: Callable[..., T], *args: Any, timeout: float) -> T:
+        """``fn(*args)`` on a decode thread; its result, or its exception re-raised.
 
         Raises:
-            HttpError: 503 when no slot freed up in time.
+            HttpError: 503 when it did not finish within ``timeout`` seconds (all threads busy).
         """
-        if not self._sem.acquire(timeout=timeout):
-            raise HttpError(503, f"server busy: {self.limit} images already being decoded, none finished "
-                                 f"within {timeout:g} s")
+        fut = self._ex.submit(self._counted, fn, *args)
+        try:
+            return fut.result(timeout)
+        except FutureTimeout:
+            fut.cancel()
+            raise HttpError(503, f"server busy: image decoding did not finish within {timeout:g} s") from None
+
+    def _counted(self, fn: Callable[..., T], *args: Any) -> T:
         with self._lock:
             self.active += 1
             self.peak = max(self.peak, self.active)
+        try:
+            return fn(*args)
+        finally:
+            with self._lock:
+                self.active -= 1
 
-    def release(self) -> None:
-        """Give a slot back."""
-        with self._lock:
-            self.active -= 1
-        self._sem.release()
+    def close(self) -> None:
+        """Stop the threads (running decodes finish, queued ones are dropped)."""
+        self._ex.shutdown(wait=False, cancel_futures=True)
 
 
 def _multipart_boundary(content_type: str) -> str:
@@ -344,6 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
     def __init__(self, request: socket.socket, client_address: Any, server: InferenceServer,
                  accepted_at: float | None = None) -> None:
         self._deadline = (accepted_at or time.monotonic()) + server.config.idle_timeout_s
+        self._linger = False
         super().__init__(request, client_address, server)
 
     def setup(self) -> None:
@@ -357,6 +377,40 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def handle(self) -> None:
+        """Requests on this connection until it closes, idles past its deadline, or others wait."""
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection and self._next_request_arrived():
+            self.handle_one_request()
+
+    def _next_request_arrived(self) -> bool:
+        """Between keep-alive requests: wait for the next one (True), or give up (False) when it is
+        not there by the idle deadline or, while it is not there, other connections wait for a worker."""
+        if self._buffered():
+            return True
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.connection, selectors.EVENT_READ)
+            while True:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                if sel.select(min(left, 0.05)):
+                    return True
+                if self.server.has_pending():
+                    logger.debug("closing an idle keep-alive connection: others wait for a worker")
+                    return False
+
+    def _buffered(self) -> bool:
+        """Whether the next request is already in the read buffer (a pipelining client), without blocking."""
+        self.connection.setblocking(False)
+        try:
+            return bool(self.rfile.peek(1))
+        except OSError:
+            return False
+        finally:
+            self.connection.settimeout(self.timeout)
+
     def handle_one_request(self) -> None:
         """One request, with the headers due by ``self._deadline`` (then the next one's clock starts)."""
         wd = self.server.watchdog
@@ -366,6 +420,14 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             wd.disarm(self.connection)
             self._deadline = time.monotonic() + self.server.config.idle_timeout_s
+
+    def finish(self) -> None:
+        """Flush; after an error response that closes the connection, a lingering close."""
+        try:
+            super().finish()
+        finally:
+            if self._linger:
+                self.server.linger(self.connection)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
         logger.debug("%s - %s", self.address_string(), format % args)
@@ -385,6 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
+            self._linger = self._linger or status >= 400
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -521,6 +584,11 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(400, f"top_k must be >= 1, got {k}")
         return min(k, self.server.classifier.num_classes)
 
+    def _decode(self, data: bytes) -> np.ndarray:
+        """Image bytes -> the network input ``[C, H, W]`` (runs on a decode thread)."""
+        img = open_image(data, max_pixels=self.server.config.max_pixels, name="request image")
+        return self.server.classifier.preprocess([img])[0]
+
     def _predict(self) -> None:
         ctype = self.headers.get("Content-Type", "")
         mtype = ctype.split(";", 1)[0].strip().lower()
@@ -540,20 +608,14 @@ class _Handler(BaseHTTPRequestHandler):
         if not data:
             raise HttpError(400, "empty request body")
         clf = self.server.classifier
-        gate = self.server.decodes
-        gate.acquire(cfg.timeout_s)
         try:
-            img = open_image(data, max_pixels=cfg.max_pixels, name="request image")
-            x = clf.preprocess([img])[0]
-            del img
+            x = self.server.decodes.run(self._decode, data, timeout=cfg.timeout_s)
         except ImageTooLargeError as e:
             raise HttpError(413, str(e)) from None
         except ImageFormatError as e:
             raise HttpError(415, str(e)) from None
         except ImageDecodeError as e:
             raise HttpError(422, str(e)) from None
-        finally:
-            gate.release()
         logits = self.server.worker.infer(x, timeout=cfg.timeout_s)
         self._send_json(200, {"top_k": top_k_from_logits(logits[None, :], clf.classes, k=k)[0]})
 
@@ -615,7 +677,7 @@ class InferenceServer(TCPServer):
         self.request_queue_size = config.backlog
         self.worker = BatchWorker(classifier, max_batch=config.max_batch, batch_wait_ms=config.batch_wait_ms,
                                   max_queue=config.max_queue)
-        self.decodes = DecodeGate(config.max_decodes)
+        self.decodes = DecodePool(config.max_decodes)
         self.watchdog = _Watchdog()
         self._pending: queue.Queue[tuple[socket.socket, Any, float] | None] = queue.Queue(config.max_pending)
         self._pool: list[threading.Thread] = []
@@ -648,7 +710,7 @@ class InferenceServer(TCPServer):
                              b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             except OSError:
                 pass
-            self.shutdown_request(request)
+            self._close_now(request)
 
     def _work(self) -> None:
         while True:
@@ -656,10 +718,11 @@ class InferenceServer(TCPServer):
             if item is None:
                 return
             request, addr, accepted_at = item
+            if time.monotonic() > accepted_at + self.config.idle_timeout_s and not _readable(request):
+                self._close_now(request)  # waited its whole idle time in the queue without sending anything
+                continue
             try:
-                if time.monotonic() > accepted_at + self.config.idle_timeout_s and not _readable(request):
-                    continue  # waited its whole idle time in the queue without sending anything
-                _Handler(request, addr, self, accepted_at)
+                _Handler(request, addr, self, accepted_at)  # serves the connection until it closes
             except Exception:  # noqa: BLE001 - one broken connection must not end the worker
                 self.handle_error(request, addr)
             finally:
@@ -668,6 +731,36 @@ class InferenceServer(TCPServer):
     def service_actions(self) -> None:
         """Called by ``serve_forever`` at least every ``poll_interval``: enforce connection deadlines."""
         self.watchdog.expire()
+
+    def linger(self, request: socket.socket) -> None:
+        """Shut the write side, then read and drop what the client still sends (a short while).
+
+        Closing a socket with unread data (a refused body, a pipelined request) makes the kernel
+        answer with a reset, which can destroy the error response still in flight to the client.
+        Used after error responses that close the connection; a client that reads the response
+        and closes ends it at once.
+        """
+        try:
+            request.shutdown(socket.SHUT_WR)
+            deadline, drained = time.monotonic() + LINGER_S, 0
+            while drained <= self.config.max_body_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                request.settimeout(left)
+                chunk = request.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:
+            pass
+
+    def _close_now(self, request: Any) -> None:
+        try:
+            request.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.close_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A broken connection is the client's business: log it, keep serving."""
@@ -682,12 +775,13 @@ class InferenceServer(TCPServer):
             except queue.Empty:
                 break
             if item is not None:
-                self.shutdown_request(item[0])
+                self._close_now(item[0])
         for _ in self._pool:
             self._pending.put(None)
         self.watchdog.expire(float("inf"))
         for t in self._pool:
             t.join(1.0)
+        self.decodes.close()
         self.worker.stop()
 
 
