@@ -490,7 +490,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200 if ok else 503, {"status": "ok" if ok else "worker stopped",
                                                      "model": srv.classifier.path.name,
                                                      "queue": srv.worker.qsize(), "batches": srv.worker.batches,
-                                                     "requests": srv.worker.items, "decoding": srv.decodes.active})
+                                                     "requests": srv.worker.items, "decoding": srv.decodes.active,
+                                                     "connections": srv.connections})
             else:
                 self._send_json(200, self.server.classifier.describe(provenance=self.server.config.expose_provenance))
         except HttpError as e:
@@ -681,7 +682,9 @@ class InferenceServer(TCPServer):
         self.watchdog = _Watchdog()
         self._pending: queue.Queue[tuple[socket.socket, Any, float] | None] = queue.Queue(config.max_pending)
         self._pool: list[threading.Thread] = []
-        self.rejected = 0
+        self._lock = threading.Lock()
+        self.connections = 0  # connections a worker is serving now
+        self.rejected = 0  # connections answered 503 because all workers and the pending queue were full
         try:
             super().__init__(address, _Handler)
         except (OSError, OverflowError) as e:
@@ -721,12 +724,16 @@ class InferenceServer(TCPServer):
             if time.monotonic() > accepted_at + self.config.idle_timeout_s and not _readable(request):
                 self._close_now(request)  # waited its whole idle time in the queue without sending anything
                 continue
+            with self._lock:
+                self.connections += 1
             try:
                 _Handler(request, addr, self, accepted_at)  # serves the connection until it closes
             except Exception:  # noqa: BLE001 - one broken connection must not end the worker
                 self.handle_error(request, addr)
             finally:
                 self.shutdown_request(request)
+                with self._lock:
+                    self.connections -= 1
 
     def service_actions(self) -> None:
         """Called by ``serve_forever`` at least every ``poll_interval``: enforce connection deadlines."""

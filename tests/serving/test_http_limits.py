@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
 import re
 import selectors
 import socket
@@ -146,6 +145,15 @@ def test_burst_of_200_connections_is_queued_not_reset(serve):
             c.close()
 
 
+def _wait_until(cond, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def _closed_within(c: socket.socket, seconds: float) -> bool:
     """Whether the peer closes ``c`` (EOF or reset) within ``seconds``."""
     c.settimeout(seconds)
@@ -159,18 +167,13 @@ def _closed_within(c: socket.socket, seconds: float) -> bool:
         return False
 
 
-def _conn_threads() -> int:
-    return sum(t.name.startswith("coreg-serve-conn") for t in threading.enumerate())
-
-
 def test_idle_connections_are_closed_after_the_timeout_by_a_fixed_pool(serve, digits):
-    before = _conn_threads()
     s = serve(workers=2, idle_timeout_s=0.3)
-    assert _conn_threads() - before == 2
+    threads = threading.active_count()
     idle = [socket.create_connection(s.address, timeout=5) for _ in range(20)]
     try:
-        time.sleep(0.1)
-        assert _conn_threads() - before == 2  # 20 idle connections, still 2 threads
+        assert _wait_until(lambda: s.server.connections == 2)
+        assert threading.active_count() <= threads  # 20 idle connections, no thread for any of them
         assert all(_closed_within(c, 5) for c in idle)
     finally:
         for c in idle:
@@ -190,13 +193,22 @@ def test_idle_connections_are_closed_after_the_timeout_by_a_fixed_pool(serve, di
     assert s.predict_ok(_png(digits.test.images[0, :, :, 0]))
 
 
-def test_a_trickling_client_is_cut_at_the_read_deadline(serve):
-    s = serve(workers=2, idle_timeout_s=0.5, read_timeout_s=0.5)
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_a_trickling_client_is_cut_at_its_deadline(serve, part):
+    """One byte every 20 ms keeps every recv() well within any per-operation timeout: only the
+    per-request deadline (headers: idle_timeout_s, body: read_timeout_s) ends it."""
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+    if part == "headers":
+        s = serve(workers=2, idle_timeout_s=0.5, read_timeout_s=60)
+        prefix, trickle = b"", head + b"X-Pad: " + b"a" * 300
+    else:
+        s = serve(workers=2, idle_timeout_s=60, read_timeout_s=0.5)
+        prefix, trickle = head + b"Content-Length: 300\r\n\r\n", b"a" * 300
     c = socket.create_connection(s.address, timeout=5)
     try:
-        # Headers one byte at a time, each well within a per-recv timeout: only a deadline ends this.
+        c.sendall(prefix)
         cut = False
-        for b in b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nX-Pad: " + b"a" * 200:
+        for b in trickle:
             try:
                 c.send(bytes([b]))
             except OSError:
@@ -206,23 +218,25 @@ def test_a_trickling_client_is_cut_at_the_read_deadline(serve):
             if _closed_within(c, 0.001):
                 cut = True
                 break
-        assert cut, "the server waited for 200+ trickled header bytes (about 5 s)"
+        assert cut, f"the server waited for 300 trickled {part} bytes (about 6 s)"
     finally:
         c.close()
 
 
 def test_connections_beyond_workers_and_pending_get_503(serve, digits):
-    s = serve(workers=1, max_pending=1, idle_timeout_s=2)
-    held = [socket.create_connection(s.address, timeout=5) for _ in range(2)]  # one in the worker, one pending
+    s = serve(workers=1, max_pending=1, idle_timeout_s=5)
+    busy = socket.create_connection(s.address, timeout=5)  # the only worker waits for its first request
+    assert _wait_until(lambda: s.server.connections == 1)
+    waiting = socket.create_connection(s.address, timeout=5)  # fills the pending queue
     try:
-        time.sleep(0.2)
+        assert _wait_until(s.server.has_pending)
         status, headers, body = s.raw(b"", timeout=5)
-        assert status == 503 and "too many connections" in json.loads(body)["error"]
-        assert s.server.rejected >= 1
+        assert status == 503 and headers["connection"] == "close"
+        assert "too many connections" in json.loads(body)["error"] and s.server.rejected == 1
     finally:
-        for c in held:
-            c.close()
-    time.sleep(0.1)
+        busy.close()
+        waiting.close()
+    assert _wait_until(lambda: not s.server.has_pending())
     assert s.predict_ok(_png(digits.test.images[0, :, :, 0]))
 
 
