@@ -397,7 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return False
                 if sel.select(min(left, 0.05)):
                     return True
-                if self.server.has_pending():
+                if self.server.has_pending() or self.server.closing:
                     logger.debug("closing an idle keep-alive connection: others wait for a worker")
                     return False
 
@@ -683,6 +683,7 @@ class InferenceServer(TCPServer):
         self._pending: queue.Queue[tuple[socket.socket, Any, float] | None] = queue.Queue(config.max_pending)
         self._pool: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self.closing = False
         self.connections = 0  # connections a worker is serving now
         self.rejected = 0  # connections answered 503 because all workers and the pending queue were full
         try:
@@ -776,6 +777,8 @@ class InferenceServer(TCPServer):
     def server_close(self) -> None:
         """Close the socket, end the connections, stop the workers and the inference thread."""
         super().server_close()
+        self.closing = True
+        self.watchdog.expire(float("inf"))  # unblock workers reading from their connections
         while True:
             try:
                 item = self._pending.get_nowait()
@@ -784,10 +787,13 @@ class InferenceServer(TCPServer):
             if item is not None:
                 self._close_now(item[0])
         for _ in self._pool:
-            self._pending.put(None)
-        self.watchdog.expire(float("inf"))
+            try:
+                self._pending.put(None, timeout=0.5)
+            except queue.Full:
+                break
+        deadline = time.monotonic() + 2.0
         for t in self._pool:
-            t.join(1.0)
+            t.join(max(0.0, deadline - time.monotonic()))
         self.decodes.close()
         self.worker.stop()
 
