@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from serving import http as serving_http
-from serving.http import ServerStartError, make_server
+from serving.http import ServerConfig, ServerStartError, make_server
 from serving.runner import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -299,3 +299,11 @@ def test_metadata_hides_run_ids_and_paths_unless_asked(serve, secret_source):
     status, body = serve(expose_provenance=True).request("GET", "/metadata")
     text = json.dumps(body)
     assert status == 200 and all(v in text for v in secrets) and body["data_fingerprint"]
+
+
+@pytest.mark.parametrize("field,value", [("workers", 0), ("max_decodes", 0), ("max_parts", -1), ("backlog", 0),
+                                         ("idle_timeout_s", 0.0), ("max_body_bytes", -5), ("batch_wait_ms", -1.0)])
+def test_server_config_refuses_non_positive_limits(field, value):
+    with pytest.raises(ValueError, match=field):
+        ServerConfig(**{field: value})
+    assert ServerConfig(batch_wait_ms=0.0).batch_wait_ms == 0.0  # no waiting is allowed
