@@ -25,6 +25,7 @@ import http.client
 import io
 import json
 import logging
+import os
 import platform
 import tempfile
 import threading
@@ -42,10 +43,17 @@ from coreg.data import ImageSpec, load_dataset
 from coreg.export import export_student, normalize_images, onnx_accuracy, quantize_int8
 from coreg.models import create_model
 from coreg.student import Student
+from serving.classifier import OnnxClassifier
 from serving.http import make_server
-from serving.runner import OnnxClassifier
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_speed.json"
+
+
+def _load_avg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return None
 
 
 def _percentiles(lat_s: list[float]) -> dict[str, float]:
@@ -165,6 +173,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     budget = args.budget_s or (0.3 if args.quick else 1.0)
     t_start = time.perf_counter()
+    load_start = _load_avg()
     bundle = load_dataset("digits")
     rows: list[dict[str, Any]] = []
     accuracy: dict[str, Any] = {}
@@ -211,7 +220,9 @@ def main() -> None:
     doc = {"host": {"platform": platform.platform(), "processor": platform.processor(),
                     "torch": torch.__version__, "onnxruntime": ort.__version__},
            "budget_s_per_config": budget, "rows": rows, "int8_accuracy": accuracy, "http": http_res,
-           "total_s": time.perf_counter() - t_start}
+           "total_s": time.perf_counter() - t_start,
+           # 1/5/15-minute load averages: on a shared machine, read the numbers against these
+           "load_avg": {"start": load_start, "end": _load_avg(), "cpus": os.cpu_count()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
 
@@ -230,7 +241,8 @@ def main() -> None:
         for label, h in http_res.items():
             print(f"| {label} | {h['requests']} | {h['requests_per_s']:.0f} | {h['mean_batch']:.1f} | "
                   f"{h['p50_ms']:.2f} | {h['p99_ms']:.2f} |")
-    print(f"\nwrote {args.out} ({doc['total_s']:.0f} s)")
+    print(f"\nwrote {args.out} ({doc['total_s']:.0f} s; load average {doc['load_avg']['start']} -> "
+          f"{doc['load_avg']['end']} on {doc['load_avg']['cpus']} CPUs)")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,9 @@ def to_uint8_image(img: Image.Image, *, size: int, channels: int) -> np.ndarray:
         img = img.convert("RGBA")
         bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, img)
-    img = img.convert("L" if channels == 1 else "RGB")
+    mode = "L" if channels == 1 else "RGB"
+    if img.mode != mode:  # convert() to the same mode would copy the full-size image for nothing
+        img = img.convert(mode)
     if img.size != (size, size):
         img = img.resize((size, size), Image.BILINEAR)
     arr = np.asarray(img, dtype=np.uint8)
@@ -129,7 +131,9 @@ def open_image(source: bytes | str | Path, *, max_pixels: int | None = DEFAULT_M
     """Decode an image fully, refusing oversized ones before their pixels are decoded.
 
     Pillow reads only the header in ``Image.open``, so the declared width x height is checked
-    against ``max_pixels`` before ``load()`` allocates and decodes anything.
+    against ``max_pixels`` before ``load()`` allocates and decodes anything. A file is read into
+    memory first and decoded from there; the decoded image is returned without a copy, so decoding
+    costs about one image of memory (``width * height * bands`` bytes).
 
     Args:
         source: encoded bytes or a file path.
@@ -145,19 +149,21 @@ def open_image(source: bytes | str | Path, *, max_pixels: int | None = DEFAULT_M
         ImageDecodeError: truncated or otherwise undecodable.
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "image")
-    fp: Any = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     try:
+        # Decode from memory: the compressed bytes are small, no file handle outlives the call
+        # (multi-frame formats keep theirs open otherwise), and no full-size copy is needed.
+        data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
         with warnings.catch_warnings():
             # Our own limit decides; Pillow's warning (above its MAX_IMAGE_PIXELS) would only be noise.
             # Pillow still raises DecompressionBombError above twice its limit.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(fp) as im:
-                w, h = im.size
-                if max_pixels is not None and w * h > max_pixels:
-                    raise ImageTooLargeError(f"{label}: image is {w}x{h} = {w * h} pixels, over the limit of "
-                                             f"{max_pixels}")
-                im.load()
-                return im.copy()
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageTooLargeError(f"{label}: image is {w}x{h} = {w * h} pixels, over the limit of "
+                                         f"{max_pixels}")
+            im.load()
+            return im
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as e:
@@ -166,5 +172,7 @@ def open_image(source: bytes | str | Path, *, max_pixels: int | None = DEFAULT_M
         raise ImageFormatError(f"{label}: not a recognised image format") from None
     except FileNotFoundError:
         raise ImageDecodeError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(f"{label}: is a directory, not an image file") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageDecodeError(f"{label}: cannot decode image ({type(e).__name__}: {e})") from None

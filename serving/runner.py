@@ -1,15 +1,16 @@
-"""Run an exported coreg student with onnxruntime: a Python class and the ``coreg-serve`` command.
+"""The ``coreg-serve`` command: classify image files, or serve an exported coreg student over HTTP.
 
-Imports only numpy, Pillow, onnxruntime and the standard library (never torch, never coreg), so
-the edge install is ``pip install -r serving/requirements.txt``.
+The model side lives in :mod:`serving.classifier`, the server in :mod:`serving.http`; this module
+is only the command line. Imports only numpy, Pillow, onnxruntime and the standard library (never
+torch, never coreg), so the edge install is ``pip install -r serving/requirements.txt``.
 
 Usage::
 
     coreg-serve predict --model student.onnx img1.png img2.jpg photos/ [--top-k 3] [--json]
     coreg-serve http --model student.onnx --host 127.0.0.1 --port 8000
 
-The class names and the preprocessing come from the model's ``coreg.*`` metadata (written by
-``coreg export``), or from ``labels.json`` / ``preprocess.json`` beside the model.
+Errors (bad arguments, a missing model, an undecodable image, a port in use) print one
+``Error: ...`` line to stderr and exit with code 2.
 """
 
 from __future__ import annotations
@@ -20,154 +21,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import numpy as np
-from PIL import Image
+from serving.classifier import ModelLoadError, OnnxClassifier, softmax, top_k_from_logits
+from serving.http import ServerConfig, ServerStartError, make_server
+from serving.preprocess import DEFAULT_MAX_PIXELS, ImageDecodeError, open_image
 
-from serving.preprocess import (
-    DEFAULT_MAX_PIXELS,
-    ImageDecodeError,
-    PreprocessSpec,
-    open_image,
-    preprocess_images,
-)
+# The classifier names are re-exported for code written against the single-module runner.
+__all__ = ["main", "build_parser", "OnnxClassifier", "ModelLoadError", "softmax", "top_k_from_logits"]
 
-__all__ = ["OnnxClassifier", "ModelLoadError", "softmax", "top_k_from_logits", "main"]
-
-ONNX_FORMAT = "coreg-onnx-v1"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-class ModelLoadError(ValueError):
-    """The model file is missing, unreadable, or lacks the coreg metadata."""
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``[B, K]`` logits (float64 for stable scores)."""
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def top_k_from_logits(logits: np.ndarray, classes: Sequence[str], *, k: int = 5) -> list[list[dict[str, Any]]]:
-    """Per row, the ``k`` best classes as ``{"class", "index", "score"}`` (softmax probability)."""
-    probs = softmax(logits)
-    k = max(1, min(int(k), probs.shape[1]))
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return [[{"class": classes[int(i)], "index": int(i), "score": float(row[i])} for i in idx]
-            for row, idx in zip(probs, order)]
-
-
-def _read_sidecar(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-
-
-class OnnxClassifier:
-    """An exported coreg student on onnxruntime (CPU).
-
-    Args:
-        path: the ``.onnx`` file.
-        threads: intra-op threads (default: onnxruntime's choice, usually all cores).
-
-    Attributes:
-        classes: class names in label order.
-        spec: the preprocessing spec.
-        metadata: the raw ``metadata_props`` (strings).
-        input_name: the graph input name.
-
-    Raises:
-        ModelLoadError: missing/unreadable file, or no class names / spec in its metadata or beside it.
-    """
-
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelLoadError(f"model file {self.path} does not exist")
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types for bad files
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise ModelLoadError(f"cannot load ONNX model {self.path}: {type(e).__name__}: {msg}") from None
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.input_name: str = self.session.get_inputs()[0].name
-        self.classes: list[str] = self._load_classes()
-        self.spec: PreprocessSpec = self._load_spec()
-        out_dim = self.session.get_outputs()[0].shape[-1]
-        if isinstance(out_dim, int) and out_dim != len(self.classes):
-            raise ModelLoadError(f"{self.path}: {len(self.classes)} class names for {out_dim} outputs")
-
-    def _load_classes(self) -> list[str]:
-        if "coreg.classes" in self.metadata:
-            classes = json.loads(self.metadata["coreg.classes"])
-        elif (self.path.parent / "labels.json").is_file():
-            classes = _read_sidecar(self.path.parent / "labels.json")
-            classes = classes.get("classes", classes) if isinstance(classes, dict) else classes
-        else:
-            raise ModelLoadError(f"{self.path} has no coreg.classes metadata and no labels.json beside it")
-        return [str(c) for c in classes]
-
-    def _load_spec(self) -> PreprocessSpec:
-        if "coreg.spec" in self.metadata:
-            d = json.loads(self.metadata["coreg.spec"])
-        elif (self.path.parent / "preprocess.json").is_file():
-            d = _read_sidecar(self.path.parent / "preprocess.json")
-        else:
-            raise ModelLoadError(f"{self.path} has no coreg.spec metadata and no preprocess.json beside it")
-        try:
-            return PreprocessSpec.from_dict(d)
-        except ValueError as e:
-            raise ModelLoadError(f"{self.path}: {e}") from None
-
-    @property
-    def num_classes(self) -> int:
-        """K."""
-        return len(self.classes)
-
-    def describe(self) -> dict[str, Any]:
-        """Model description for ``/metadata``: classes, spec, source, format and file name."""
-        source: Any = self.metadata.get("coreg.source")
-        try:
-            source = json.loads(source) if source else {}
-        except ValueError:
-            pass
-        quant = self.metadata.get("coreg.quantization")
-        return {"model": self.path.name, "format": self.metadata.get("coreg.format", "unknown"),
-                "classes": self.classes, "spec": self.spec.to_dict(), "source": source,
-                "data_fingerprint": self.metadata.get("coreg.data_fingerprint"),
-                "quantization": json.loads(quant) if quant else None,
-                "input": {"name": self.input_name, "layout": "NCHW", "dtype": "float32"}}
-
-    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """PIL images -> the network input float32 ``[B, C, H, W]``."""
-        return preprocess_images(images, self.spec)
-
-    def predict_array(self, x: np.ndarray) -> np.ndarray:
-        """Logits ``[B, K]`` of a normalised float32 ``[B, C, H, W]`` batch (one onnxruntime call)."""
-        if len(x) == 0:
-            return np.zeros((0, self.num_classes), dtype=np.float32)
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-    def predict(self, images: Sequence[Image.Image], *, batch_size: int = 64) -> np.ndarray:
-        """Logits ``[B, K]`` of PIL images (any mode and size), in batches of ``batch_size``."""
-        outs = [self.predict_array(self.preprocess(images[i: i + batch_size]))
-                for i in range(0, len(images), max(1, batch_size))]
-        return np.concatenate(outs) if outs else np.zeros((0, self.num_classes), dtype=np.float32)
-
-    def top_k(self, images: Sequence[Image.Image], *, k: int = 5, batch_size: int = 64) -> list[list[dict[str, Any]]]:
-        """Per image, the ``k`` best classes as ``{"class", "index", "score"}``."""
-        return top_k_from_logits(self.predict(images, batch_size=batch_size), self.classes, k=k)
 
 
 # --------------------------------------------------------------------------- command line
@@ -224,9 +87,36 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0-65535 (0 picks a free port), got {v}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one ``Error: ...`` line (exit 2), like every other coreg-serve error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"Error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``coreg-serve`` argument parser (``predict`` and ``http`` subcommands)."""
-    p = argparse.ArgumentParser(prog="coreg-serve", description="Run an exported coreg student (onnxruntime, no torch).")
+    p = _Parser(prog="coreg-serve", description="Run an exported coreg student (onnxruntime, no torch).")
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("predict", help="Classify image files or folders of images.")
@@ -239,18 +129,38 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-pixels", type=_parse_count, default=DEFAULT_MAX_PIXELS,
                     help="Refuse images with more pixels than this (default 40M).")
 
+    d = ServerConfig()
     ht = sub.add_parser("http", help="Serve POST /predict, GET /health and GET /metadata over HTTP.")
     ht.add_argument("--model", required=True, help="Exported .onnx file.")
     ht.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1, loopback only).")
-    ht.add_argument("--port", type=int, default=8000, help="Port (default 8000; 0 picks a free one).")
-    ht.add_argument("--max-body-bytes", type=_parse_size, default=10 * 1000 ** 2,
+    ht.add_argument("--port", type=_port, default=8000, help="Port (default 8000; 0 picks a free one).")
+    ht.add_argument("--max-body-bytes", type=_parse_size, default=d.max_body_bytes,
                     help="Largest request body (default 10MB); larger ones get 413.")
-    ht.add_argument("--max-pixels", type=_parse_count, default=DEFAULT_MAX_PIXELS,
-                    help="Largest image width x height (default 40M); larger ones get 413.")
-    ht.add_argument("--max-batch", type=_positive_int, default=32, help="Most requests batched together (default 32).")
-    ht.add_argument("--batch-wait-ms", type=float, default=5.0,
-                    help="How long the worker waits to fill a batch (default 5 ms).")
-    ht.add_argument("--timeout-s", type=float, default=30.0, help="Per-request inference timeout (default 30 s; 504).")
+    ht.add_argument("--max-pixels", type=_parse_count, default=d.max_pixels,
+                    help="Largest image width x height (default 40M), checked before decoding; larger ones get 413.")
+    ht.add_argument("--max-decodes", type=_positive_int, default=d.max_decodes,
+                    help=f"Images decoded at once (default {d.max_decodes}: the CPU cores, at most 4). Peak decode "
+                         "memory is about this x max-pixels x 4 bytes.")
+    ht.add_argument("--max-parts", type=_positive_int, default=d.max_parts,
+                    help=f"Most parts in a multipart/form-data body (default {d.max_parts}); more get 413.")
+    ht.add_argument("--max-batch", type=_positive_int, default=d.max_batch,
+                    help=f"Most requests batched together (default {d.max_batch}).")
+    ht.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
+                    help=f"How long the inference thread waits to fill a batch (default {d.batch_wait_ms:g} ms).")
+    ht.add_argument("--timeout-s", type=_positive_float, default=d.timeout_s,
+                    help=f"Per-request wait for a decode slot / inference (default {d.timeout_s:g} s; 503 / 504).")
+    ht.add_argument("--workers", type=_positive_int, default=d.workers,
+                    help=f"Connection-handling threads (default {d.workers}).")
+    ht.add_argument("--backlog", type=_positive_int, default=d.backlog,
+                    help=f"Listen backlog (default {d.backlog}; the kernel may cap it).")
+    ht.add_argument("--idle-timeout-s", type=_positive_float, default=d.idle_timeout_s,
+                    help=f"Close connections that send no request headers for this long (default "
+                         f"{d.idle_timeout_s:g} s).")
+    ht.add_argument("--read-timeout-s", type=_positive_float, default=d.read_timeout_s,
+                    help=f"Close connections whose request body takes longer (default {d.read_timeout_s:g} s).")
+    ht.add_argument("--expose-provenance", action="store_true",
+                    help="Show run ids, model URIs, local paths and the data fingerprint in GET /metadata "
+                         "(hidden by default).")
     ht.add_argument("--threads", type=_positive_int, default=None, help="onnxruntime intra-op threads.")
     return p
 
@@ -283,24 +193,36 @@ def predict_command(args: argparse.Namespace) -> int:
 
 def http_command(args: argparse.Namespace) -> int:
     """``coreg-serve http``: serve until interrupted; returns the exit code."""
-    from serving.http import serve
-
     clf = OnnxClassifier(args.model, threads=args.threads)
-    serve(clf, host=args.host, port=args.port, max_body_bytes=args.max_body_bytes, max_pixels=args.max_pixels,
-          max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, timeout_s=args.timeout_s)
+    config = ServerConfig(max_body_bytes=args.max_body_bytes, max_pixels=args.max_pixels,
+                          max_decodes=args.max_decodes, max_parts=args.max_parts, max_batch=args.max_batch,
+                          batch_wait_ms=args.batch_wait_ms, timeout_s=args.timeout_s, workers=args.workers,
+                          backlog=args.backlog, idle_timeout_s=args.idle_timeout_s,
+                          read_timeout_s=args.read_timeout_s, expose_provenance=args.expose_provenance)
+    server = make_server(clf, host=args.host, port=args.port, config=config)
+    try:
+        h, p = server.server_address[:2]
+        print(f"coreg-serve: {clf.path.name} ({clf.num_classes} classes) on http://{h}:{p} "
+              "(POST /predict, GET /health, GET /metadata)", flush=True)
+        server.serve_forever()
+    finally:
+        server.server_close()
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``coreg-serve``. Errors print one line to stderr and exit with code 2."""
-    args = build_parser().parse_args(argv)
+    """Entry point of ``coreg-serve``. Errors print one ``Error: ...`` line to stderr; the exit code is 2."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # usage errors (already printed as one line) and --help
+        return e.code if isinstance(e.code, int) else 2
     try:
         code = predict_command(args) if args.command == "predict" else http_command(args)
-    except (ImageDecodeError, ModelLoadError, OSError) as e:
+    except (ImageDecodeError, ModelLoadError, ServerStartError, ValueError, OSError) as e:
         if os.environ.get("COREG_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"coreg-serve: error: {msg}", file=sys.stderr)
+        print(f"Error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

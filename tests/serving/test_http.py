@@ -1,46 +1,26 @@
-"""The ``coreg-serve http`` server on an ephemeral loopback port: good and bad requests, batching."""
+"""The ``coreg-serve http`` server on an ephemeral loopback port: good requests and batching.
+
+Bad requests: test_http_bad_inputs.py; limits and exhaustion: test_http_limits.py.
+"""
 
 from __future__ import annotations
 
 import http.client
 import io
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from coreg.export import export_student
-from coreg.models import create_model
-from coreg.student import Student
-from serving.http import BatchWorker, HttpError, make_server
-from serving.runner import OnnxClassifier
+from serving.http import BatchWorker, HttpError
 
 
-@pytest.fixture(scope="module")
-def classifier(digits, tmp_path_factory) -> OnnxClassifier:
-    torch.manual_seed(0)
-    net = create_model("tiny_cnn", num_classes=10, in_channels=1, setting="32x32", width=1.0, proj_dim=8).eval()
-    st = Student(nets=[net], classes=list(digits.classes), spec=digits.spec, data=digits.describe(),
-                 source={"method": "coreg"})
-    path = export_student(st, tmp_path_factory.mktemp("m") / "s.onnx", parity_images=digits.test.images[:8]).path
-    return OnnxClassifier(path, threads=1)
-
-
-@pytest.fixture(scope="module")
-def server(classifier):
-    srv = make_server(classifier, host="127.0.0.1", port=0, max_body_bytes=200_000, max_pixels=1_000_000,
-                      max_batch=8, batch_wait_ms=20, timeout_s=10)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    t.join(5)
+@pytest.fixture
+def server(serve):
+    return serve(max_body_bytes=200_000, max_pixels=1_000_000, max_batch=8, batch_wait_ms=20, timeout_s=10).server
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -72,12 +52,12 @@ def _multipart(fields: list[tuple[str, str | None, bytes]], boundary: str = "xYz
     return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def test_raw_png_prediction_matches_classifier(server, classifier, digits):
+def test_raw_png_prediction_matches_classifier(server, tiny_classifier, digits):
     img = digits.test.images[0, :, :, 0]
     status, body = _request(server, "POST", "/predict?top_k=3", _png(img), {"Content-Type": "image/png"})
     assert status == 200
     assert len(body["top_k"]) == 3
-    expected = classifier.top_k([Image.fromarray(img)], k=3)[0]
+    expected = tiny_classifier.top_k([Image.fromarray(img)], k=3)[0]
     assert [t["index"] for t in body["top_k"]] == [t["index"] for t in expected]
     assert body["top_k"][0]["score"] == pytest.approx(expected[0]["score"], abs=1e-6)
     status, body = _request(server, "POST", "/predict", _png(img), {"Content-Type": "application/octet-stream"})
@@ -113,52 +93,6 @@ def test_concurrent_requests_are_all_answered_and_batched(server, digits):
         results = list(ex.map(one, payloads))
     assert all(s == 200 and len(b["top_k"]) == 1 for s, b in results)
     assert server.worker.batches - before < 24  # some requests shared an onnxruntime call
-
-
-@pytest.mark.parametrize("case", ["no_boundary", "garbage_multipart", "no_file_part", "bad_top_k"])
-def test_malformed_requests_400(server, digits, case):
-    img = _png(digits.test.images[0, :, :, 0])
-    if case == "no_boundary":
-        args = (b"--x\r\n\r\nabc", {"Content-Type": "multipart/form-data"})
-    elif case == "garbage_multipart":
-        args = (b"this is not multipart at all", {"Content-Type": "multipart/form-data; boundary=zzz"})
-    elif case == "no_file_part":
-        data, ctype = _multipart([("note", None, b"hello")])
-        args = (data, {"Content-Type": ctype})
-    else:
-        args = (img, {"Content-Type": "image/png"})
-    path = "/predict?top_k=abc" if case == "bad_top_k" else "/predict"
-    status, body = _request(server, "POST", path, *args)
-    assert status == 400 and body["status"] == 400 and body["error"]
-
-
-def test_bad_payloads(server, digits):
-    s, b = _request(server, "POST", "/predict", b"plain text, not pixels", {"Content-Type": "image/png"})
-    assert s == 415 and "not a recognised image format" in b["error"]
-    noise = _png(np.random.default_rng(0).integers(0, 256, size=(32, 32), dtype=np.uint8))
-    s, b = _request(server, "POST", "/predict", noise[: len(noise) // 2], {"Content-Type": "image/png"})
-    assert s == 422 and "cannot decode" in b["error"]
-    s, b = _request(server, "POST", "/predict", b"x" * 300_000, {"Content-Type": "image/png"})
-    assert s == 413 and "300000 bytes" in b["error"]
-    huge = io.BytesIO()
-    Image.new("L", (2000, 1000)).save(huge, format="PNG")  # small file, 2 M pixels > 1 M limit
-    s, b = _request(server, "POST", "/predict", huge.getvalue(), {"Content-Type": "image/png"})
-    assert s == 413 and "2000x1000" in b["error"]
-    s, b = _request(server, "POST", "/predict", b"{}", {"Content-Type": "application/json"})
-    assert s == 415 and "Content-Type" in b["error"]
-    s, b = _request(server, "POST", "/predict", b"", {"Content-Type": "image/png"})
-    assert s == 400
-
-
-def test_unknown_path_and_wrong_method(server):
-    s, b = _request(server, "GET", "/nope")
-    assert s == 404 and b["status"] == 404
-    s, b = _request(server, "GET", "/predict")
-    assert s == 405 and "GET" in b["error"]
-    s, b = _request(server, "DELETE", "/health")
-    assert s == 405
-    s, b = _request(server, "GET", "/health")  # the server is still fine afterwards
-    assert s == 200 and server.worker.alive
 
 
 class _SlowOrBroken:
