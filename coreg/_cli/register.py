@@ -8,17 +8,24 @@ from coreg._cli._common import handle_errors
 
 
 @click.command("register")
-@click.option("--experiment", required=True, help="MLflow experiment holding the training runs.")
-@click.option("--study", default=None, help="Only the trial runs of this tuning study (tag coreg.study).")
-@click.option("--metric", required=True,
-              help="Metric to rank runs by (its last logged value), e.g. final_val_approx_acc or final_val_acc.")
+@click.option("--study", default=None,
+              help="Only the trial runs of this tuning study (tag coreg.study); it also supplies --experiment and "
+                   "--metric.")
+@click.option("--storage", default="sqlite:///optuna.db", show_default=True,
+              help="Optuna storage of --study (the one coreg tune used).")
+@click.option("--experiment", default=None, help="MLflow experiment holding the runs (default: the study's).")
+@click.option("--metric", default=None,
+              help="Metric to rank runs by (its last logged value), e.g. final_val_approx_acc or final_val_acc "
+                   "(default: the study's selection metric).")
 @click.option("--name", required=True, help="Registered model name.")
 @click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True)
 @handle_errors
-def register_cmd(experiment: str, study: str | None, metric: str, name: str, mode: str) -> None:
+def register_cmd(study: str | None, storage: str, experiment: str | None, metric: str | None, name: str,
+                 mode: str) -> None:
     """Register the best run's student in the MLflow Model Registry (alias champion, runner-up challenger)."""
-    from coreg.tuning.registry import register_best
+    from coreg.tuning.registry import register_best, resolve_target
 
+    experiment, metric = resolve_target(study=study, storage=storage, experiment=experiment, metric=metric)
     reg = register_best(experiment=experiment, metric=metric, name=name, study=study, mode=mode)
     click.echo(f"registered {reg.name} version {reg.version} from run {reg.run_id} ({reg.metric} = {reg.value:.4f})")
     click.echo(f"alias champion -> version {reg.version}: {reg.alias_uri}")

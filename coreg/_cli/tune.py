@@ -116,7 +116,7 @@ def tune_cmd(data: str, data_dir: str | None, download: bool, split_seed: int, s
     if summary.best_trial is not None:
         click.echo(f"best trial {summary.best_trial}: value {summary.best_value:.4f}, params {summary.best_params}")
         click.echo(f"best run {summary.best_run_id}; study parent run {summary.parent_run_id} (tag best_run)")
-        click.echo(f"register it: coreg register --experiment {experiment} --study {name} "
-                   f"--metric final_val_approx_acc --name <model-name>")
+        where = "" if storage == "sqlite:///optuna.db" else f" --storage {redact_url(storage)}"
+        click.echo(f"register it: coreg register --study {name}{where} --name <model-name>")
     else:
         click.echo("no completed trial yet")
