@@ -59,3 +59,45 @@ def test_kd_mode_without_scores_is_one_line(tmp_path) -> None:
                              "--set", "model.name=tiny_cnn", "--set", "method.soft_labels=true", "--no-track",
                              "--out", str(tmp_path / "run"), "--no-progress"])
     assert r.exit_code == 2 and "needs an annotation with scores" in r.output and "Traceback" not in r.output
+
+
+def _train_args(data: str, ann: str, out: str, *extra: str) -> list[str]:
+    return ["train", "--data", data, "--annotations", ann, "--epochs", "1", "--warmup", "1",
+            "--set", "model.name=tiny_cnn", "--set", "method.batch_size=8", "--set", "method.moco_queue=16",
+            "--out", out, *extra]
+
+
+def test_no_progress_run_is_quiet(tmp_path, image_folder, monkeypatch) -> None:
+    """--no-progress hides every bar (image decoding, epochs, MLflow's artifact bars) and no warning shows."""
+    import logging
+    import warnings
+
+    import coreg.data.datasets as datasets
+
+    monkeypatch.setattr(datasets, "DECODE_BAR_MIN", 1)  # small folders show a decode bar too
+    runner = CliRunner()
+    ann = str(tmp_path / "a.npz")
+    assert runner.invoke(main, ["simulate", "--kind", "flip", "--data", image_folder, "--out", ann]).exit_code == 0
+    # Without --no-progress the bars are there (so the assertions below can fail).
+    loud = runner.invoke(main, _train_args(image_folder, ann, str(tmp_path / "loud"), "--no-track"))
+    assert loud.exit_code == 0, loud.output
+    assert "decode train" in loud.stderr and "epoch 0" in loud.stderr
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    mlflow_logger = logging.getLogger("mlflow")
+    mlflow_logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            quiet = runner.invoke(main, _train_args(image_folder, ann, str(tmp_path / "quiet"), "--no-progress"))
+    finally:
+        mlflow_logger.removeHandler(handler)
+    assert quiet.exit_code == 0, quiet.output
+    assert "MLflow run" in quiet.output  # tracked: the student was logged as an MLflow model
+    for bar_text in ("decode", "epoch 0", "it/s", "%|", "Downloading artifacts"):
+        assert bar_text not in quiet.stderr, quiet.stderr
+    user_warnings = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert user_warnings == []
+    assert [r.getMessage() for r in records] == []  # e.g. MLflow's "Passing a Python object as python_model"
