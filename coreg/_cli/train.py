@@ -213,7 +213,6 @@ def _train(*, data: str, data_dir: str | None, download: bool, split_seed: int, 
     from coreg.data import load_annotation_for
     from coreg.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint
     from coreg.engine.resume import check_resume_config
-    from coreg.tracking import NullTracker
 
     cfg = build_train_config(method or "coreg", config_file=config_file, overrides=overrides, **flags)
     bundle = load_data(data, data_dir, download, split_seed, split_ratio)
@@ -236,44 +235,34 @@ def _train(*, data: str, data_dir: str | None, download: bool, split_seed: int, 
                                  base=base, **flags)
         check_resume_config(old, cfg.to_dict(), where=str(out), log=False)
         done = int(state["epoch"]) + 1
+    else:
+        out = Path(out_dir) if out_dir else None
+        if out is not None and (out / CHECKPOINT_FILE).exists():
+            raise CoregError(f"{out} already holds a checkpoint; pass --resume to continue it, or leave out --out "
+                             "(every run gets a new folder)")
+    gold = gold_labels(bundle, gold_file=gold_file, shots=shots, seed=cfg.seed)
+    if resume:
         click.echo(f"resuming {out} after epoch {done} of {cfg.epochs}"
                    + ("" if out_dir else f" (the latest run of {root.name})"))
         if done >= cfg.epochs:
             click.echo(f"nothing to do: {out} already ran all {done} epochs (pass a larger --epochs to extend it)")
             return
-    else:
-        out = Path(out_dir) if out_dir else new_run_dir(root)
-        if (out / CHECKPOINT_FILE).exists():
-            raise CoregError(f"{out} already holds a checkpoint; pass --resume to continue it, or leave out --out "
-                             "(every run gets a new folder)")
-        click.echo(f"run folder {out}")
-    gold = gold_labels(bundle, gold_file=gold_file, shots=shots, seed=cfg.seed)
-    kwargs = {"bundle": bundle, "annotation": ann, "annotation_path": annotations, "cfg": cfg, "out_dir": out,
-              "resume": resume, "gold": gold, "progress": progress}
-    run_id = None
-    if no_track:
-        result = train_tracked(tracker=NullTracker(), **kwargs)
-    else:
-        from coreg.data.annotations import atomic_write_bytes
-        from coreg.tracking.mlflow import MlflowTracker, mark_killed, run_status
-
-        run_file = out / RUN_FILE
-        prev = _previous_run_id(run_file)
-        status = run_status(prev) if prev else None
-        if prev and status is None:
-            logger.warning("MLflow run %s of %s is not in this tracking store: logging to a new run", prev, out)
-        elif prev and not resume and status == "RUNNING":
-            # Its process died before the first checkpoint (else this start would have been refused).
-            mark_killed(prev)
-            logger.warning("marked MLflow run %s of %s, left RUNNING by a process that died, as KILLED", prev, out)
-        keep = resume and status is not None
-        name = run_name or (out.name if out_dir else f"{root.name}-{out.name}")
-        with MlflowTracker.start(experiment=None if keep else experiment, run_name=None if keep else name,
-                                 run_id=prev if keep else None) as tracker:
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(run_file, json.dumps({"run_id": tracker.run_id}).encode())
-            result = train_tracked(tracker=tracker, log_params=not keep, **kwargs)
-            run_id = tracker.run_id
+    # A folder made by this run is removed again if the run fails before its first checkpoint.
+    created = None
+    if out is None:
+        out = created = new_run_dir(root)
+    elif not out.exists():
+        created = out
+    logger.info("run folder %s", out)
+    try:
+        result, run_id = _fit_tracked(bundle=bundle, annotation=ann, annotation_path=annotations, cfg=cfg, out=out,
+                                      resume=resume, gold=gold, progress=progress, no_track=no_track,
+                                      experiment=experiment, run_name=run_name or (
+                                          f"{root.name}-{out.name}" if created else out.name))
+    except BaseException:
+        if created is not None and not (created / CHECKPOINT_FILE).exists():
+            _remove_new_run_dir(created)
+        raise
     m = result.metrics
     click.echo(f"trained {cfg.method_name} for {cfg.epochs} epochs -> {out / 'student.pt'}")
     if "test_acc" in m:
@@ -283,3 +272,49 @@ def _train(*, data: str, data_dir: str | None, download: bool, split_seed: int, 
         click.echo(f"label-free selection ({result.selection_metric}): {m.get(result.selection_metric, float('nan')):.4f}")
     if run_id:
         click.echo(f"MLflow run {run_id} (experiment {experiment}); model {result.extras.get('model_uri')}")
+
+
+def _remove_new_run_dir(path: Path) -> None:
+    """Remove a run folder this process created, when the run failed before its first checkpoint.
+
+    Only empty folders go: the folder itself and, for a default folder, the empty
+    ``outputs/train/<data>-<method>-s<seed>`` parents made for it.
+    """
+    (path / RUN_FILE).unlink(missing_ok=True)
+    inside = TRAIN_ROOT in path.parents
+    for d in [path, *(p for p in path.parents if inside and (p == TRAIN_ROOT or TRAIN_ROOT in p.parents
+                                                             or p in TRAIN_ROOT.parents) and p != Path("."))]:
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+def _fit_tracked(*, bundle: Any, annotation: Any, annotation_path: str, cfg: Any, out: Path, resume: bool,
+                 gold: np.ndarray | None, progress: bool, no_track: bool, experiment: str,
+                 run_name: str) -> tuple[Any, str | None]:
+    """Train in ``out``, in a new MLflow run, the folder's earlier one (``resume``), or none (``no_track``)."""
+    from coreg.tracking import NullTracker
+
+    kwargs = {"bundle": bundle, "annotation": annotation, "annotation_path": annotation_path, "cfg": cfg,
+              "out_dir": out, "resume": resume, "gold": gold, "progress": progress}
+    if no_track:
+        return train_tracked(tracker=NullTracker(), **kwargs), None
+    from coreg.data.annotations import atomic_write_bytes
+    from coreg.tracking.mlflow import MlflowTracker, mark_killed, run_status
+
+    run_file = out / RUN_FILE
+    prev = _previous_run_id(run_file)
+    status = run_status(prev) if prev else None
+    if prev and status is None:
+        logger.warning("MLflow run %s of %s is not in this tracking store: logging to a new run", prev, out)
+    elif prev and not resume and status == "RUNNING":
+        # Its process died before the first checkpoint (else this start would have been refused).
+        mark_killed(prev)
+        logger.warning("marked MLflow run %s of %s, left RUNNING by a process that died, as KILLED", prev, out)
+    keep = resume and status is not None
+    with MlflowTracker.start(experiment=None if keep else experiment, run_name=None if keep else run_name,
+                             run_id=prev if keep else None) as tracker:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_file, json.dumps({"run_id": tracker.run_id}).encode())
+        return train_tracked(tracker=tracker, log_params=not keep, **kwargs), tracker.run_id
