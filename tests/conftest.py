@@ -97,6 +97,12 @@ def write_image_folder(root: "os.PathLike[str]", *, classes: tuple[str, ...] = (
     return f"folder:{root}"
 
 
+@pytest.fixture(scope="session")
+def make_image_folder():  # noqa: ANN201
+    """``make_image_folder(root, classes=..., train=8, test=3)``: write a small ``folder:`` dataset."""
+    return write_image_folder
+
+
 @pytest.fixture
 def image_folder(tmp_path: "os.PathLike[str]") -> str:
     """A fresh 3-class ``folder:`` dataset of 8x8 RGB PNGs (24 train, 9 test images) under ``tmp_path``."""

@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import write_image_folder
 
 from coreg.cli import main
 
@@ -31,10 +30,10 @@ TINY = ["--epochs", "1", "--warmup", "1", "--set", "model.name=tiny_cnn", "--set
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def shared(tmp_path_factory: pytest.TempPathFactory, make_image_folder: Callable[..., str]) -> dict[str, Any]:
     """Read-only inputs of the cases: a folder dataset, its annotation, a digits annotation, a trained run."""
     root = tmp_path_factory.mktemp("shared")
-    folder = write_image_folder(root / "images")
+    folder = make_image_folder(root / "images")
     runner = CliRunner()
     for data, name in ((folder, "folder.npz"), ("digits", "digits.npz")):
         r = runner.invoke(main, ["simulate", "--kind", "flip", "--data", data, "--out", str(root / name)])
@@ -42,7 +41,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     r = runner.invoke(main, ["train", "--data", folder, "--annotations", str(root / "folder.npz"), *TINY,
                              "--no-track", "--out", str(root / "run")])
     assert r.exit_code == 0, r.output
-    return {"root": root, "folder": folder, "folder_ann": str(root / "folder.npz"),
+    return {"make_folder": make_image_folder, "root": root, "folder": folder, "folder_ann": str(root / "folder.npz"),
             "digits_ann": str(root / "digits.npz"), "run": str(root / "run")}
 
 
@@ -59,9 +58,9 @@ def _png(width: int, height: int) -> bytes:
             + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
 
 
-def _folder_with(tmp: Path, rel: str, content: bytes | None = None) -> str:
+def _folder_with(tmp: Path, sh: dict[str, Any], rel: str, content: bytes | None = None) -> str:
     """A fresh folder dataset with one file replaced (or added) at ``rel``; returns ``folder:PATH``."""
-    data = write_image_folder(tmp / "bad")
+    data = sh["make_folder"](tmp / "bad")
     path = tmp / "bad" / rel
     if content is None:  # a valid PNG, cut in half
         content = path.read_bytes()[: len(path.read_bytes()) // 2]
@@ -80,8 +79,8 @@ def _jsonl(tmp: Path, shared: dict[str, Any], edit: Callable[[list[dict[str, Any
     return str(path)
 
 
-def _other_classes(tmp: Path) -> str:
-    return write_image_folder(tmp / "other", classes=("ant", "bee", "dog"))
+def _other_classes(tmp: Path, sh: dict[str, Any]) -> str:
+    return sh["make_folder"](tmp / "other", classes=("ant", "bee", "dog"))
 
 
 def _write(path: Path, text: str) -> str:
@@ -119,14 +118,14 @@ CASES: list[tuple[str, Argv, tuple[str, ...]]] = [
     # datasets, through the CLI
     ("unknown-dataset", _simulate(lambda t, s: "nope"), ("unknown dataset 'nope'", "digits")),
     ("missing-folder", _simulate(lambda t, s: f"folder:{t / 'nowhere'}"), ("nowhere", "does not exist")),
-    ("corrupt-image", _simulate(lambda t, s: _folder_with(t, "train/bee/1.png", os.urandom(200))),
+    ("corrupt-image", _simulate(lambda t, s: _folder_with(t, s, "train/bee/1.png", os.urandom(200))),
      ("cannot read image", "1.png")),
-    ("text-file-named-png", _simulate(lambda t, s: _folder_with(t, "train/ant/2.png", b"hello, not a picture\n")),
+    ("text-file-named-png", _simulate(lambda t, s: _folder_with(t, s, "train/ant/2.png", b"hello, not a picture\n")),
      ("cannot read image", "2.png")),
-    ("truncated-png", _simulate(lambda t, s: _folder_with(t, "test/cat/0.png")), ("cannot read image", "0.png")),
-    ("oversized-image", _simulate(lambda t, s: _folder_with(t, "train/ant/0.png", _png(20000, 20000))),
+    ("truncated-png", _simulate(lambda t, s: _folder_with(t, s, "test/cat/0.png")), ("cannot read image", "0.png")),
+    ("oversized-image", _simulate(lambda t, s: _folder_with(t, s, "train/ant/0.png", _png(20000, 20000))),
      ("0.png", "too large")),
-    ("not-an-image-extension", _simulate(lambda t, s: _folder_with(t, "train/cat/notes.txt", b"x")),
+    ("not-an-image-extension", _simulate(lambda t, s: _folder_with(t, s, "train/cat/notes.txt", b"x")),
      ("cannot read image", "notes.txt")),
     # JSONL import
     ("import-path-traversal-id", _import(lambda t, s: _jsonl(t, s, lambda r: [{**r[0], "image": "../../etc/passwd"},
@@ -144,7 +143,7 @@ CASES: list[tuple[str, Argv, tuple[str, ...]]] = [
                                                                          *r[1:]])),
      ("labels.jsonl:1", "must be a finite number >= 0")),
     ("import-corrupt-dataset-image", _import(lambda t, s: _jsonl(t, s, lambda r: r),
-                                             data=lambda t, s: _folder_with(t, "train/ant/3.png", b"\x89PNG junk")),
+                                             data=lambda t, s: _folder_with(t, s, "train/ant/3.png", b"\x89PNG junk")),
      ("cannot read image", "3.png")),
     # training settings
     ("unknown-set-key", _train("--set", "method.bogus=1"), ("unknown config key 'method.bogus'",)),
@@ -187,7 +186,7 @@ def test_bad_input_is_one_error_line(argv: Argv, request: pytest.FixtureRequest,
                                      shared: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     words = dict(zip([c[0] for c in CASES], [c[2] for c in CASES]))[request.node.callspec.id]
     monkeypatch.chdir(tmp_path)  # default output folders (outputs/...) land here
-    sh = dict(shared, other_folder=_other_classes(tmp_path), tmp=str(tmp_path), missing=str(tmp_path / "none.npz"),
+    sh = dict(shared, other_folder=_other_classes(tmp_path, shared), tmp=str(tmp_path), missing=str(tmp_path / "none.npz"),
               gold_image=_write(tmp_path / "gold_image.csv", "image,class\ntrain/ant/99.png,ant\n"),
               gold_class=_write(tmp_path / "gold_class.csv", "train/ant/0.png,dog\n"),
               bad_yaml=_write(tmp_path / "bad.yaml", "lr: [0.1\n"), digits="digits")
