@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
               help="Stop this process after this many failed trials in a row.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Trial folders <out>/trial-<n> (default outputs/tune/<study-name>).")
-@click.option("--progress", is_flag=True, help="Show per-epoch progress bars.")
+@click.option("--progress", is_flag=True, help="Show progress bars (image decoding, per-epoch steps).")
 @handle_errors
 def tune_cmd(data: str, data_dir: str | None, download: bool, split_seed: int, split_ratio: float, annotations: str,
              method: str, n_trials: int, storage: str, study_name: str | None, epochs: int | None,
@@ -72,9 +72,11 @@ def tune_cmd(data: str, data_dir: str | None, download: bool, split_seed: int, s
     from coreg._cli.train import build_train_config, gold_labels, train_tracked
     from coreg.data import load_annotation_for
     from coreg.errors import CoregError
+    from coreg.progress import progress_bars
     from coreg.tuning.study import MlflowStudyTracking, TrialReport, TuneConfig, redact_url, run_study
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trial outcomes are echoed below, one line each
+    click.get_current_context().with_resource(progress_bars(progress))  # every bar, decoding included
     base = build_train_config(method, config_file=config_file, overrides=overrides, epochs=epochs, warmup=warmup,
                               seed=seed, device=device)
     bundle = load_data(data, data_dir, download, split_seed, split_ratio)
