@@ -81,8 +81,6 @@ def png_claiming_size():  # noqa: ANN201
 def write_image_folder(root: "os.PathLike[str]", *, classes: tuple[str, ...] = ("ant", "bee", "cat"),
                        train: int = 8, test: int = 3, size: int = 8, seed: int = 0) -> str:
     """A small ``folder:`` dataset (``train/<class>/*.png`` and ``test/<class>/*.png``); returns its name."""
-    from pathlib import Path
-
     import numpy as np
     from PIL import Image
 
@@ -106,6 +104,4 @@ def make_image_folder():  # noqa: ANN201
 @pytest.fixture
 def image_folder(tmp_path: "os.PathLike[str]") -> str:
     """A fresh 3-class ``folder:`` dataset of 8x8 RGB PNGs (24 train, 9 test images) under ``tmp_path``."""
-    import pathlib
-
-    return write_image_folder(pathlib.Path(tmp_path) / "images")
+    return write_image_folder(Path(tmp_path) / "images")

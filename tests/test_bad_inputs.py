@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,16 +46,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory, make_image_folder: Callable
 # --------------------------------------------------------------------------- inputs made per case
 
 
-def _png(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims ``width`` x ``height`` grey pixels (decoding would need all of them)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-
-
 def _folder_with(tmp: Path, sh: dict[str, Any], rel: str, content: bytes | None = None) -> str:
     """A fresh folder dataset with one file replaced (or added) at ``rel``; returns ``folder:PATH``."""
     data = sh["make_folder"](tmp / "bad")
@@ -77,6 +65,13 @@ def _jsonl(tmp: Path, shared: dict[str, Any], edit: Callable[[list[dict[str, Any
     path = tmp / "labels.jsonl"
     path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in edit(rows)) + "\n")
     return str(path)
+
+
+def _bomb_folder(tmp: Path, sh: dict[str, Any]) -> str:
+    """A folder dataset with a tiny PNG whose header claims 20000 x 20000 pixels."""
+    data = sh["make_folder"](tmp / "bad")
+    sh["png_claiming_size"](tmp / "bad" / "train" / "ant" / "0.png", 20000, 20000)
+    return data
 
 
 def _other_classes(tmp: Path, sh: dict[str, Any]) -> str:
@@ -123,7 +118,7 @@ CASES: list[tuple[str, Argv, tuple[str, ...]]] = [
     ("text-file-named-png", _simulate(lambda t, s: _folder_with(t, s, "train/ant/2.png", b"hello, not a picture\n")),
      ("cannot read image", "2.png")),
     ("truncated-png", _simulate(lambda t, s: _folder_with(t, s, "test/cat/0.png")), ("cannot read image", "0.png")),
-    ("oversized-image", _simulate(lambda t, s: _folder_with(t, s, "train/ant/0.png", _png(20000, 20000))),
+    ("oversized-image", _simulate(_bomb_folder),
      ("0.png", "too large")),
     ("not-an-image-extension", _simulate(lambda t, s: _folder_with(t, s, "train/cat/notes.txt", b"x")),
      ("cannot read image", "notes.txt")),
@@ -165,6 +160,9 @@ CASES: list[tuple[str, Argv, tuple[str, ...]]] = [
     ("resume-without-checkpoint", _train("--resume", "--out", "{tmp}"), ("nothing to resume", "no checkpoint.pt")),
     ("resume-with-changed-hyper-parameters", _train("--resume", "--out", "{run}", "--set", "lr=0.05", tiny=False),
      ("changed hyper-parameters", "lr (0.01 -> 0.05)")),
+    ("resume-longer-with-a-run-length-schedule", _train("--resume", "--out", "{run}", "--epochs", "2", tiny=False),
+     ("epochs (1 -> 2)", "not an extension", "lr_period=0")),
+    ("resume-shorter", _train("--resume", "--out", "{run}", "--epochs", "0", tiny=False), ("epochs must be >= 1",)),
     ("soft-labels-without-scores", _train("--set", "method.soft_labels=true"), ("needs an annotation with scores",)),
     ("soft-labels-without-scores-default-folder", _train("--set", "method.soft_labels=true", out=False),
      ("needs an annotation with scores",)),
@@ -183,10 +181,11 @@ def _outputs(tmp: Path) -> list[str]:
 
 @pytest.mark.parametrize("argv", [c[1] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_error_line(argv: Argv, request: pytest.FixtureRequest, tmp_path: Path,
-                                     shared: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+                                     shared: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+                                     png_claiming_size: Callable[[Path, int, int], None]) -> None:
     words = dict(zip([c[0] for c in CASES], [c[2] for c in CASES]))[request.node.callspec.id]
     monkeypatch.chdir(tmp_path)  # default output folders (outputs/...) land here
-    sh = dict(shared, other_folder=_other_classes(tmp_path, shared), tmp=str(tmp_path), missing=str(tmp_path / "none.npz"),
+    sh = dict(shared, png_claiming_size=png_claiming_size, other_folder=_other_classes(tmp_path, shared), tmp=str(tmp_path), missing=str(tmp_path / "none.npz"),
               gold_image=_write(tmp_path / "gold_image.csv", "image,class\ntrain/ant/99.png,ant\n"),
               gold_class=_write(tmp_path / "gold_class.csv", "train/ant/0.png,dog\n"),
               bad_yaml=_write(tmp_path / "bad.yaml", "lr: [0.1\n"), digits="digits")

@@ -104,8 +104,10 @@ def test_no_progress_run_is_quiet(tmp_path, image_folder, monkeypatch) -> None:
 
 
 def _tiny(ann: str, *extra: str) -> list[str]:
+    # A fixed learning-rate period: epochs may then grow on --resume (see coreg.engine.resume).
     return ["train", "--data", "digits", "--annotations", ann, "--warmup", "1", "--set", "model.name=tiny_cnn",
-            "--set", "method.batch_size=128", "--set", "method.moco_queue=512", "--no-progress", *extra]
+            "--set", "method.batch_size=128", "--set", "method.moco_queue=512", "--set", "lr_period=800",
+            "--no-progress", *extra]
 
 
 def test_each_run_gets_a_folder_and_resume_continues_the_latest(tmp_path, monkeypatch) -> None:
