@@ -178,7 +178,8 @@ def _previous_run_id(run_file: Path) -> str | None:
                    "outputs/train/<data>-<method>-s<seed>/<date-time> per run).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint (without --out: the latest run of this "
-                   "data/method/seed). Settings come from the checkpoint; only a larger --epochs may change.")
+                   "data/method/seed). Settings come from the checkpoint; only a larger --epochs may change, with a "
+                   "fixed lr_period.")
 @click.option("--gold", "gold_file", type=click.Path(dir_okay=False), default=None,
               help="Few-shot gold labels: CSV 'image,class' or JSONL.")
 @click.option("--shots", type=int, default=None, help="Benchmarks: reveal K gold labels per class.")
