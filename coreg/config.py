@@ -49,12 +49,13 @@ def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> dotted keys (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -221,7 +222,7 @@ class StageConfig:
 
     def to_params(self) -> dict[str, Any]:
         """Flatten to dotted keys (``method.p_threshold``) for ``mlflow.log_params``."""
-        return _flatten(self.to_dict())
+        return flatten(self.to_dict())
 
     def to_yaml(self) -> str:
         """Resolved configuration as YAML text."""

@@ -5,15 +5,14 @@ A student is saved as one ``student.pt`` file (a plain dict, loadable with
 state dicts, the class names, the image spec (size, channels, mean/std, resize rule), the dataset
 description (name, fingerprint) and where it came from (run id, method).
 
-:func:`load_student` accepts a ``student.pt`` path, a training checkpoint folder, an MLflow run id,
-or a ``models:/NAME@alias`` / ``models:/NAME/VERSION`` URI.
+This module knows nothing of MLflow: :func:`coreg.tracking.mlflow.load_student` also accepts an
+MLflow run id or a ``models:/NAME@alias`` / ``models:/NAME/VERSION`` URI.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,24 +111,3 @@ class Student:
         if not isinstance(d, dict):
             raise CoregError(f"{path} is not a coreg student file")
         return cls.from_dict(d)
-
-
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def load_student(source: str) -> Student:
-    """Load a student from a path, an MLflow run id or a ``models:/`` URI.
-
-    Raises:
-        CoregError: nothing usable at ``source``.
-    """
-    p = Path(source)
-    if p.exists():
-        return Student.load_file(p)
-    if source.startswith("models:/") or source.startswith("runs:/") or _RUN_ID.match(source):
-        from coreg.tracking.student_model import download_student
-
-        local = download_student(source)
-        st = Student.load_file(local)
-        return st
-    raise CoregError(f"no student at {source!r}: expected a student.pt path, a run id or a models:/ URI")

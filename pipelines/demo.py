@@ -93,11 +93,11 @@ def cli(out_dir: str, runner: str) -> None:
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{out.resolve() / 'mlflow.db'}")
     from mlflow.exceptions import MlflowException
 
-    from coreg.cli import _setup_logging
+    from coreg.cli import setup_logging
     from coreg.errors import CoregError
     from pipelines.main import run_pipeline, where_to_look
 
-    _setup_logging(False)
+    setup_logging(False)
     t0 = time.monotonic()
     try:
         result = run_pipeline(**SETTINGS, runner=runner, out_dir=out, experiment="coreg-demo",

@@ -358,9 +358,9 @@ def cli(in_process: bool, **kwargs: Any) -> None:
     """Run the whole pipeline, reusing finished steps (MLflow multistep workflow)."""
     from mlflow.exceptions import MlflowException
 
-    from coreg.cli import _setup_logging
+    from coreg.cli import setup_logging
 
-    _setup_logging(False)
+    setup_logging(False)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if in_process:
         kwargs["runner"] = "in-process"

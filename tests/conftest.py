@@ -76,3 +76,32 @@ def _png_claiming_size(path: Path, width: int, height: int) -> None:
 def png_claiming_size():  # noqa: ANN201
     """``png_claiming_size(path, width, height)``: write a tiny PNG whose header claims that size."""
     return _png_claiming_size
+
+
+def write_image_folder(root: "os.PathLike[str]", *, classes: tuple[str, ...] = ("ant", "bee", "cat"),
+                       train: int = 8, test: int = 3, size: int = 8, seed: int = 0) -> str:
+    """A small ``folder:`` dataset (``train/<class>/*.png`` and ``test/<class>/*.png``); returns its name."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for split, n in (("train", train), ("test", test)):
+        for ci, c in enumerate(classes):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                arr = rng.integers(0, 64, (size, size, 3), dtype=np.uint8) + np.uint8(60 * ci)
+                Image.fromarray(arr).save(root / split / c / f"{i}.png")
+    return f"folder:{root}"
+
+
+@pytest.fixture(scope="session")
+def make_image_folder():  # noqa: ANN201
+    """``make_image_folder(root, classes=..., train=8, test=3)``: write a small ``folder:`` dataset."""
+    return write_image_folder
+
+
+@pytest.fixture
+def image_folder(tmp_path: "os.PathLike[str]") -> str:
+    """A fresh 3-class ``folder:`` dataset of 8x8 RGB PNGs (24 train, 9 test images) under ``tmp_path``."""
+    return write_image_folder(Path(tmp_path) / "images")

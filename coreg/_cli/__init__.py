@@ -1,1 +1,1 @@
-"""Stage commands of the ``coreg`` CLI (one module per stage; each exports ``COMMANDS``)."""
+"""The ``coreg`` commands, one module per command (the group is :mod:`coreg.cli`)."""

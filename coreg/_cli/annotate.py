@@ -1,4 +1,4 @@
-"""``coreg annotate`` (CLIP candidate labels) and ``coreg import`` (another VLM's labels from JSONL).
+"""``coreg annotate``: CLIP candidate labels.
 
 Thin wrappers: parse flags -> :class:`coreg.annotate.AnnotateConfig` -> one library call -> summary.
 Heavy modules (torch, open_clip, mlflow) are imported inside the commands so ``coreg --help`` stays
@@ -7,30 +7,17 @@ fast.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import click
 
-from coreg.cli import data_options, handle_errors, load_data
+from coreg._cli._common import data_options, handle_errors, load_data, tracking_run
 
 _MODES_HELP = "multi_prompt (default; union of per-template top-1), topk, prob_ratio, prob_thres, accu_prob_thres"
 
 
-@contextlib.contextmanager
-def _tracking(no_track: bool, *, experiment: str, run_name: str, tags: dict[str, Any]) -> Iterator[Any]:
-    if no_track:
-        yield None
-        return
-    from coreg.tracking.mlflow import MlflowTracker
-
-    with MlflowTracker.start(experiment=experiment, run_name=run_name, tags=tags) as tracker:
-        yield tracker
-
-
-def _summary(out: str, ann: Any, metrics: dict[str, float], run_id: str | None) -> str:
+def annotation_summary(out: str, ann: Any, metrics: dict[str, float], run_id: str | None) -> str:
+    """One line: what was written, set size, eta, zero-shot accuracies, the MLflow run."""
     parts = [f"wrote {out}: {ann.num_samples} images x {ann.num_classes} classes",
              f"avg set size {metrics['avg_set_size']:.3f}"]
     if "eta" in metrics:
@@ -99,46 +86,8 @@ def annotate(data: str, data_dir: str | None, download: bool, split_seed: int, s
     if cfg.class_names:
         load_class_names(cfg.class_names, bundle.classes)
     clip = load_clip(cfg.model, cfg.pretrained, device=cfg.device, seed=cfg.seed)
-    with _tracking(no_track, experiment=experiment, run_name=f"annotate-{bundle.name}-{cfg.model}-{cfg.mode}",
+    with tracking_run(no_track, experiment=experiment, run_name=f"annotate-{bundle.name}-{cfg.model}-{cfg.mode}",
                    tags={"stage": "annotate"}) as tracker:
         result = annotate_dataset(bundle, cfg, out=out, tracker=tracker, clip=clip)
         run_id = tracker.run_id if tracker is not None else None
-    click.echo(_summary(out, result.annotation, result.metrics, run_id))
-
-
-@click.command("import")
-@data_options
-@click.option("--jsonl", type=click.Path(dir_okay=False), required=True,
-              help='JSON Lines: {"image": id or index, "candidates": [names], "scores": {name: p}} per image.')
-@click.option("--source-model", default=None, help="The model that made the labels (recorded with the annotation).")
-@click.option("--experiment", default="coreg-annotate", show_default=True, help="MLflow experiment.")
-@click.option("--no-track", is_flag=True, help="Do not log an MLflow run.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Annotation file to write (.npz).")
-@handle_errors
-def import_cmd(data: str, data_dir: str | None, download: bool, split_seed: int, split_ratio: float, jsonl: str,
-               source_model: str | None, experiment: str, no_track: bool, out: str) -> None:
-    """Import candidate labels made by another model from a JSONL file."""
-    from coreg.annotate.importer import import_jsonl
-
-    bundle = load_data(data, data_dir, download, split_seed, split_ratio)
-    ann = import_jsonl(jsonl, bundle, source_model=source_model)
-    gold = bundle.train.labels
-    sizes = ann.candidates.sum(1)
-    metrics = {"avg_set_size": float(sizes.mean())}
-    if gold is not None:
-        metrics["eta"] = float(1.0 - ann.candidates[range(len(gold)), gold].mean())
-    with _tracking(no_track, experiment=experiment, run_name=f"import-{bundle.name}-{Path(jsonl).stem}",
-                   tags={"stage": "annotate"}) as tracker:
-        path = ann.save(out)
-        run_id = None
-        if tracker is not None:
-            from coreg.annotate.report import log_annotation
-
-            log_annotation(tracker, ann, path=path, gold=gold, metrics=metrics,
-                           params={"annotator": "import", "source": jsonl, "source_model": source_model,
-                                   "data": bundle.name})
-            run_id = tracker.run_id
-    click.echo(_summary(out, ann, metrics, run_id))
-
-
-COMMANDS = [annotate, import_cmd]
+    click.echo(annotation_summary(out, result.annotation, result.metrics, run_id))

@@ -19,7 +19,7 @@ from typing import Any
 import click
 import numpy as np
 
-from coreg.cli import handle_errors
+from coreg._cli._common import handle_errors
 from coreg.errors import CoregError
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def export(source: str, out: str, single: bool, int8: bool, data: str | None, da
     """Export a student to ONNX with an onnxruntime-vs-torch parity check (and optionally int8)."""
     from coreg.export import export_student, normalize_images, onnx_accuracy, quantize_int8
     from coreg.export.onnx import export_outputs, refuse_overwrite
-    from coreg.student import load_student
+    from coreg.tracking.mlflow import load_student
 
     out_path = Path(out)
     int8_path = out_path.with_name(f"{out_path.stem}.int8.onnx") if int8 else None
@@ -177,5 +177,3 @@ def export(source: str, out: str, single: bool, int8: bool, data: str | None, da
                           metrics=metrics, register_name=name, x_example=x_example)
     click.echo(f"logged {uri} to run {run_id}; registered as {name} version {version}")
 
-
-COMMANDS = [export]

@@ -1,4 +1,4 @@
-"""``coreg tune`` (Optuna study, one nested MLflow run per trial) and ``coreg register``."""
+"""``coreg tune``: an Optuna study, one nested MLflow run per trial."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from coreg.cli import data_options, handle_errors, load_data
+from coreg._cli._common import data_options, handle_errors, load_data
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
               help="Stop this process after this many failed trials in a row.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Trial folders <out>/trial-<n> (default outputs/tune/<study-name>).")
-@click.option("--progress", is_flag=True, help="Show per-epoch progress bars.")
+@click.option("--progress", is_flag=True, help="Show progress bars (image decoding, per-epoch steps).")
 @handle_errors
 def tune_cmd(data: str, data_dir: str | None, download: bool, split_seed: int, split_ratio: float, annotations: str,
              method: str, n_trials: int, storage: str, study_name: str | None, epochs: int | None,
@@ -72,9 +72,11 @@ def tune_cmd(data: str, data_dir: str | None, download: bool, split_seed: int, s
     from coreg._cli.train import build_train_config, gold_labels, train_tracked
     from coreg.data import load_annotation_for
     from coreg.errors import CoregError
+    from coreg.progress import progress_bars
     from coreg.tuning.study import MlflowStudyTracking, TrialReport, TuneConfig, redact_url, run_study
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trial outcomes are echoed below, one line each
+    click.get_current_context().with_resource(progress_bars(progress))  # every bar, decoding included
     base = build_train_config(method, config_file=config_file, overrides=overrides, epochs=epochs, warmup=warmup,
                               seed=seed, device=device)
     bundle = load_data(data, data_dir, download, split_seed, split_ratio)
@@ -116,32 +118,7 @@ def tune_cmd(data: str, data_dir: str | None, download: bool, split_seed: int, s
     if summary.best_trial is not None:
         click.echo(f"best trial {summary.best_trial}: value {summary.best_value:.4f}, params {summary.best_params}")
         click.echo(f"best run {summary.best_run_id}; study parent run {summary.parent_run_id} (tag best_run)")
-        click.echo(f"register it: coreg register --experiment {experiment} --study {name} "
-                   f"--metric final_val_approx_acc --name <model-name>")
+        where = "" if storage == "sqlite:///optuna.db" else f" --storage {redact_url(storage)}"
+        click.echo(f"register it: coreg register --study {name}{where} --name <model-name>")
     else:
         click.echo("no completed trial yet")
-
-
-@click.command("register")
-@click.option("--experiment", required=True, help="MLflow experiment holding the training runs.")
-@click.option("--study", default=None, help="Only the trial runs of this tuning study (tag coreg.study).")
-@click.option("--metric", required=True,
-              help="Metric to rank runs by (its last logged value), e.g. final_val_approx_acc or final_val_acc.")
-@click.option("--name", required=True, help="Registered model name.")
-@click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True)
-@handle_errors
-def register_cmd(experiment: str, study: str | None, metric: str, name: str, mode: str) -> None:
-    """Register the best run's student in the MLflow Model Registry (alias champion, runner-up challenger)."""
-    from coreg.tuning.registry import register_best
-
-    reg = register_best(experiment=experiment, metric=metric, name=name, study=study, mode=mode)
-    click.echo(f"registered {reg.name} version {reg.version} from run {reg.run_id} ({reg.metric} = {reg.value:.4f})")
-    click.echo(f"alias champion -> version {reg.version}: {reg.alias_uri}")
-    if reg.challenger_version:
-        click.echo(f"alias challenger -> version {reg.challenger_version} (run {reg.challenger_run_id}): "
-                   f"models:/{reg.name}@challenger")
-    click.echo(f"model URI: {reg.uri}")
-    click.echo(f"load it: mlflow.pyfunc.load_model({reg.alias_uri!r}).predict(uint8 images [B, H, W, C])")
-
-
-COMMANDS = [tune_cmd, register_cmd]

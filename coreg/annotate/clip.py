@@ -43,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from coreg.annotate.builders import BuilderError, create_builder, list_builders
 from coreg.annotate.classnames import default_class_names, describe_class_names, load_class_names
@@ -51,6 +50,7 @@ from coreg.annotate.prompts import TemplateSet, load_templates
 from coreg.config import ConfigError, StageConfig
 from coreg.data.annotations import Annotation, atomic_write_bytes
 from coreg.errors import CoregError
+from coreg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -526,7 +526,7 @@ def embed_images(clip: ClipModel, images: np.ndarray, *, cache: EmbeddingCache |
                                              persistent_workers=False)
         pending: dict[int, list[Tensor]] = {}
         remaining = sum(min(n, (ci + 1) * size) - ci * size for ci in todo)
-        bar = tqdm(total=remaining, desc=f"embed {split}", unit="img", disable=None if progress else True)
+        bar = progress_bar(total=remaining, desc=f"embed {split}", unit="img", disable=None if progress else True)
         try:
             with torch.inference_mode(), clip.autocast():
                 for bi, x in enumerate(loader):

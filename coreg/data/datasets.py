@@ -28,12 +28,14 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from coreg.errors import CoregError
+from coreg.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
+DECODE_BAR_MIN = 2000
+"""Image folders with at least this many images show a decode progress bar."""
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MAX_IMAGE_PIXELS = 64_000_000
 """Largest image (width x height) a ``folder:`` dataset decodes: 8000 x 8000, above any camera
@@ -271,7 +273,7 @@ def _scan_classes(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
 def _decode_items(root: Path, items: Sequence[tuple[str, int]], *, size: int, channels: int,
                   desc: str) -> ImageSplit:
     images = np.empty((len(items), size, size, channels), dtype=np.uint8)
-    for i, (rel, _) in enumerate(tqdm(items, desc=desc, leave=False, disable=len(items) < 2000)):
+    for i, (rel, _) in enumerate(progress_bar(items, desc=desc, leave=False, disable=len(items) < DECODE_BAR_MIN)):
         path = root / rel
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DatasetError(f"not an image file (unknown extension): {path}")
@@ -422,7 +424,7 @@ def _tv_to_split(ds: Any, spec: ImageSpec, desc: str) -> ImageSplit:
     n = len(ds)
     images = np.empty((n, spec.size, spec.size, spec.channels), dtype=np.uint8)
     labels = np.empty(n, dtype=np.int64)
-    for i in tqdm(range(n), desc=desc, leave=False):
+    for i in progress_bar(range(n), desc=desc, leave=False):
         img, y = ds[i]
         images[i] = to_uint8_image(img, size=spec.size, channels=spec.channels)
         labels[i] = int(y)

@@ -29,6 +29,7 @@ from coreg.data.transforms import Augmenter, to_tensor_images
 from coreg.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from coreg.engine.config import TrainConfig
 from coreg.engine.evaluate import accuracy, approximated_accuracy, covering_rate, predict_logits
+from coreg.engine.resume import check_resume_config
 from coreg.engine.schedule import cosine_lr
 from coreg.engine.seed import derive_seed, epoch_generators
 from coreg.errors import CoregError
@@ -232,24 +233,22 @@ class Trainer:
         }
 
     def resume(self) -> bool:
-        """Load ``out_dir/checkpoint.pt`` if present; returns whether a run was resumed.
+        """Load ``out_dir/checkpoint.pt``; returns whether a run was resumed.
 
         Raises:
-            CoregError: the checkpoint belongs to other data or another method/model config.
+            CoregError: no checkpoint, or one of other data, or of other hyper-parameters (only a
+                larger ``epochs`` may differ, see :mod:`coreg.engine.resume`).
         """
         path = self.out_dir / CHECKPOINT_FILE
         if not path.exists():
-            return False
+            raise CoregError(f"nothing to resume: {self.out_dir} holds no {CHECKPOINT_FILE} (start without --resume)")
         st = load_checkpoint(path)
         fp = self.meta.get("data", {}).get("fingerprint")
         if st.get("fingerprint") and fp and st["fingerprint"] != fp:
             raise CoregError(f"checkpoint {path} was trained on other data (fingerprint {st['fingerprint']} != {fp})")
-        old = dict(st.get("config", {}))
-        new = self.cfg.to_dict()
-        for key in ("method_name", "model", "method", "seed", "warmup", "val_fraction"):
-            if old.get(key) != new.get(key):
-                raise CoregError(f"checkpoint {path} has a different {key} ({old.get(key)} != {new.get(key)}); "
-                                 "use another --out directory or the same settings")
+        extended = check_resume_config(dict(st.get("config", {})), self.cfg.to_dict(), where=str(self.out_dir))
+        if "epochs" in extended:
+            self.tracker.set_tags({"coreg.epochs_extended": "{} -> {}".format(*extended["epochs"])})
         self.method.load_state_dict(st["method"])
         for k, o in self.optimizers.items():
             o.load_state_dict(st["optimizers"][k])

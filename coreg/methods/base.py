@@ -136,6 +136,9 @@ class Method(nn.Module):
 
     name: ClassVar[str] = "base"
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    uses_run_length: ClassVar[bool] = False
+    """Whether epochs depend on ``EpochContext.num_epochs`` (a ramp over the run): a resumed run of such
+    a method cannot grow its ``epochs`` (see :mod:`coreg.engine.resume`)."""
 
     def __init__(self, cfg: MethodConfig, *, data: TrainData, model_factory: Any, optim: dict[str, float]) -> None:
         super().__init__()

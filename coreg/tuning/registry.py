@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coreg.errors import CoregError
-from coreg.tuning.study import ROLE_TAG, STUDY_TAG
+from coreg.tuning.study import REGISTER_METRIC_ATTR, ROLE_TAG, STUDY_TAG, read_study_attrs, redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,39 @@ class Registration:
     value: float
     challenger_version: str | None = None
     challenger_run_id: str | None = None
+
+
+def resolve_target(*, study: str | None, storage: str, experiment: str | None,
+                   metric: str | None) -> tuple[str, str]:
+    """The MLflow experiment and ranking metric of a registration: given ones win, else the study's.
+
+    ``coreg tune`` stores both on the study (user attributes ``experiment`` and
+    ``register_metric``), so ``coreg register --study S --name N`` needs neither flag.
+
+    Raises:
+        CoregError: a value is neither given nor recorded by the study.
+    """
+    if experiment and metric:
+        return experiment, metric
+    if not study:
+        raise CoregError("give --study S (a coreg tune study, which records its experiment and metric), or both "
+                         "--experiment and --metric")
+    attrs = read_study_attrs(storage, study)
+    missing = [flag for flag, value in (("--experiment", experiment), ("--metric", metric)) if not value]
+    if attrs is None:
+        raise CoregError(f"study {study!r} is not in Optuna storage {redact_url(storage)}: pass the --storage that "
+                         f"coreg tune used, or {' and '.join(missing)}")
+    experiment = experiment or attrs.get("experiment")
+    metric = metric or attrs.get(REGISTER_METRIC_ATTR)
+    if not experiment:
+        raise CoregError(f"study {study!r} does not record its MLflow experiment (made by an older coreg tune): "
+                         "pass --experiment")
+    if not metric:
+        why = ("it has no completed trial yet" if attrs.get("metric", "auto") == "auto"
+               else "made by an older coreg tune")
+        raise CoregError(f"study {study!r} does not record its selection metric ({why}): pass --metric, "
+                         "e.g. final_val_approx_acc")
+    return experiment, metric
 
 
 def _q(value: str) -> str:

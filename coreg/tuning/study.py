@@ -85,7 +85,10 @@ GRACE_PERIOD_S = 120
 # Exceptions that make one trial FAIL without stopping the study (CoregError is a ValueError).
 TRIAL_ERRORS: tuple[type[Exception], ...] = (ValueError, RuntimeError, ArithmeticError)
 # Settings a resumed study must share with the one that created it (stored as study user attrs).
-_MUST_MATCH = ("method", "metric", "data_fingerprint")
+_MUST_MATCH = ("method", "metric", "data_fingerprint", "experiment")
+# Study user attribute: the MLflow metric `coreg register --study` ranks the trial runs by
+# (``final_<selection metric>``; with ``--metric auto`` it is set when the first trial completes).
+REGISTER_METRIC_ATTR = "register_metric"
 
 SuggestFn = Callable[[str, "optuna.Trial"], list[str]]
 ConfigFn = Callable[[Sequence[str]], "TrainConfig"]
@@ -249,6 +252,29 @@ def open_study(cfg: TuneConfig, *, warmup: int, epochs: int, attrs: dict[str, An
         if key not in old:
             study.set_user_attr(key, value)
     return study
+
+
+def read_study_attrs(storage: str, study_name: str) -> dict[str, Any] | None:
+    """The user attributes of an existing study, or ``None`` if the storage has no such study.
+
+    A sqlite file that does not exist is not created.
+
+    Raises:
+        CoregError: the storage cannot be opened.
+    """
+    import optuna
+
+    if storage.startswith("sqlite:"):
+        from sqlalchemy.engine import make_url
+
+        db = make_url(storage).database
+        if db and db != ":memory:" and not Path(db).exists():
+            return None
+    summaries = optuna.get_all_study_summaries(make_storage(storage), include_best_trial=False)
+    for summary in summaries:
+        if summary.study_name == study_name:
+            return dict(summary.user_attrs)
+    return None
 
 
 def counted_trials(study: optuna.Study) -> int:
@@ -570,6 +596,8 @@ class Objective:
             else:
                 tracker.set_tags({"optuna.state": "COMPLETE", "selection_metric": name})
                 tracker.log_metrics({"objective": value})
+                if REGISTER_METRIC_ATTR not in trial.study.user_attrs:
+                    trial.study.set_user_attr(REGISTER_METRIC_ATTR, f"final_{name}")
         if pruned is not None:
             self.tracking.set_status(run_id, "KILLED")
             last = callback.last[2] if callback.last else None
@@ -707,7 +735,10 @@ def run_study(cfg: TuneConfig, *, build_config: ConfigFn, train: TrainFn, out_di
     if base.val_fraction <= 0:
         raise CoregError("tuning selects on the validation hold-out: val_fraction must be > 0")
     out = Path(out_dir)
-    attrs = {"method": cfg.method, "metric": cfg.metric, "epochs": base.epochs, **(study_attrs or {})}
+    attrs = {"method": cfg.method, "metric": cfg.metric, "epochs": base.epochs, "experiment": cfg.experiment,
+             **(study_attrs or {})}
+    if cfg.metric != "auto":
+        attrs[REGISTER_METRIC_ATTR] = f"final_{cfg.metric}"
     study = open_study(cfg, warmup=base.warmup, epochs=base.epochs, attrs=attrs)
     _claim_out_dir(out, cfg)
     tracking = tracking or NullStudyTracking()

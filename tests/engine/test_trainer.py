@@ -62,7 +62,7 @@ def test_refuses_to_overwrite_and_other_settings(tmp_path, small) -> None:
     fit(_cfg(epochs=1), bundle, ann, out_dir=tmp_path, progress=False)
     with pytest.raises(CoregError, match="--resume"):
         fit(_cfg(epochs=1), bundle, ann, out_dir=tmp_path, progress=False)
-    with pytest.raises(CoregError, match="different seed"):
+    with pytest.raises(CoregError, match=r"changed hyper-parameters: seed \(0 -> 5\)"):
         fit(_cfg(epochs=2, seed=5), bundle, ann, out_dir=tmp_path, resume=True, progress=False)
 
 

@@ -184,6 +184,46 @@ def test_register_champion_and_challenger(study_runs: dict[str, Any], store: Pat
     np.testing.assert_array_equal(probs.argmax(1), pred)
 
 
+def test_register_needs_only_the_study(study_runs: dict[str, Any], store: Path) -> None:
+    """`coreg tune` stored the experiment and the selection metric on the study: register reads them."""
+    import mlflow
+
+    attrs = optuna.load_study(study_name="s", storage=f"sqlite:///{store}/optuna.db").user_attrs
+    assert attrs["experiment"] == "coreg-tune" and attrs["register_metric"] == "final_val_approx_acc"
+    assert "coreg register --study s --storage" in study_runs["first"]  # the hint printed by tune
+    res = CliRunner().invoke(main, ["register", "--study", "s", "--storage", f"sqlite:///{store}/optuna.db",
+                                    "--name", "short-student"])
+    assert res.exit_code == 0, res.output
+    assert "(final_val_approx_acc = " in res.output
+    champ = mlflow.MlflowClient().get_model_version_by_alias("short-student", "champion")
+    trials = [r for r in _runs("tags.`coreg.study` = 's' and tags.`coreg.role` = 'trial'")
+              if r.info.status == "FINISHED"]
+    best = max(trials, key=lambda r: (r.data.metrics["final_val_approx_acc"], -r.info.start_time))
+    assert champ.run_id == best.info.run_id
+    # The flags still override the study's values.
+    res = CliRunner().invoke(main, ["register", "--study", "s", "--storage", f"sqlite:///{store}/optuna.db",
+                                    "--metric", "final_val_covering_rate", "--name", "short-student-cov"])
+    assert res.exit_code == 0 and "(final_val_covering_rate = " in res.output, res.output
+
+
+def test_register_without_a_source_of_settings_is_one_line(store: Path, study_runs: dict[str, Any]) -> None:
+    storage = f"sqlite:///{store}/optuna.db"
+    optuna.create_study(study_name="bare", storage=storage)  # not made by coreg tune: no attributes
+    cases = [
+        (["--name", "m"], "give --study S"),
+        (["--study", "bare", "--storage", storage, "--name", "m"], "does not record its MLflow experiment"),
+        (["--study", "bare", "--storage", storage, "--experiment", "coreg-tune", "--name", "m"],
+         "does not record its selection metric"),
+        (["--study", "nope", "--storage", storage, "--name", "m"], "'nope' is not in Optuna storage"),
+        (["--study", "s", "--storage", f"sqlite:///{store}/missing.db", "--name", "m"], "is not in Optuna storage"),
+    ]
+    for args, message in cases:
+        res = CliRunner().invoke(main, ["register", *args])
+        assert res.exit_code == 2 and message in res.output, (args, res.output)
+        assert res.output.count("\n") == 1 and res.output.startswith("Error: ")
+    assert not (store / "missing.db").exists()  # looking a study up creates no database
+
+
 def test_register_errors_are_one_line(store: Path, study_runs: dict[str, Any]) -> None:
     res = CliRunner().invoke(main, ["register", "--experiment", "nope", "--metric", "x", "--name", "m"])
     assert res.exit_code == 2 and "does not exist" in res.output

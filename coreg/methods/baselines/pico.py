@@ -122,6 +122,8 @@ def disambiguate(targets: Tensor, q: Tensor, prototypes: Tensor, candidates: Ten
 class PiCO(SingleNetMethod):
     """Classifier on disambiguated targets + SupCon with a momentum queue (see the module docstring)."""
 
+    uses_run_length = True  # phi ramps over the run's epochs
+
     cfg: PiCOConfig
     targets: Tensor
     filled: Tensor
