@@ -27,7 +27,7 @@ import json
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,19 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _write(out: Path, cmd: str, wall: float, rows: list[dict[str, Any]], *, complete: bool) -> str:
+    """Write the JSON and markdown atomically (after every finished run: an interrupted benchmark
+    keeps what it measured, marked incomplete)."""
+    from coreg._fs import atomic_write_bytes
+
+    md = table(rows)
+    note = "" if complete else "\n(incomplete: the benchmark was still running)\n"
+    atomic_write_bytes(out / "accuracy_small.json", json.dumps(
+        {"command": cmd, "complete": complete, "wall_s": wall, "rows": rows}, indent=2).encode())
+    atomic_write_bytes(out / "accuracy_small.md", f"Command: `{cmd}`\n\n{md}\n{note}".encode())
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from {list(SETTINGS)}")
@@ -135,23 +148,28 @@ def main(argv: list[str] | None = None) -> int:
                 e = args.epochs or SETTINGS[s]["epochs"]
                 w = args.warmup if args.warmup is not None else SETTINGS[s]["warmup"]
                 jobs.append((s, v, seed, e, w, list(args.sets)))
+    cmd = "python -m benchmarks.accuracy_small " + " ".join(argv if argv is not None else sys.argv[1:])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # the longest runs first (CIFAR, then Co-Reg) so the pool's tail is short; rows keep the job order
+    cost = {"cifar-pretrained": 0, "digits-flip": 1, "digits-instance": 1}
+    order = sorted(range(len(jobs)), key=lambda i: (cost.get(jobs[i][0], 1), not jobs[i][1].startswith("coreg"), i))
     t0 = time.perf_counter()
-    rows: list[dict[str, Any]] = []
+    done: dict[int, dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        for row in pool.map(run_one, *zip(*jobs)):
-            rows.append(row)
+        futures = {pool.submit(run_one, *jobs[i]): i for i in order}
+        for fut in as_completed(futures):
+            row = fut.result()
+            done[futures[fut]] = row
             print(f"{row['label']} s{row['seed']} {row['method']}: final {row['test_acc']:.3f} best "
                   f"{row['best_test_acc']:.3f} (annotator {_fmt(row['annotator_test_acc'])}) {row['cpu_s']:.0f} cpu s",
                   flush=True)
-    md = table(rows)
+            _write(out, cmd, time.perf_counter() - t0, [done[i] for i in sorted(done)], complete=False)
+    rows = [done[i] for i in sorted(done)]
     wall = time.perf_counter() - t0
-    cmd = "python -m benchmarks.accuracy_small " + " ".join(argv if argv is not None else sys.argv[1:])
+    md = _write(out, cmd, wall, rows, complete=True)
     print(md)
     print(f"\n{len(rows)} runs in {wall / 60:.1f} min wall, {sum(r['cpu_s'] for r in rows) / 60:.1f} CPU min")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "accuracy_small.json").write_text(json.dumps({"command": cmd, "wall_s": wall, "rows": rows}, indent=2))
-    (out / "accuracy_small.md").write_text(f"Command: `{cmd}`\n\n{md}\n")
     return 0
 
 

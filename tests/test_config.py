@@ -111,12 +111,13 @@ def test_presets_faithful_and_robust() -> None:
     assert robust.method.division != "global"
     faithful = TrainConfig.for_method("coreg", preset="faithful")
     assert faithful.lr_period == 800 and faithful.min_steps_per_epoch == 0 and faithful.method.division == "global"
+    assert faithful.lr == 0.01 and faithful.warmup_patience == 0  # the reference's rate, a fixed warm-up
     # a --set after the preset in the same update still wins; the preset key is applied first
     mixed = robust.with_overrides(["lr_period=50", "preset=faithful"])
     assert mixed.lr_period == 50 and mixed.min_steps_per_epoch == 0
     # back to robust restores every key the faithful preset changes
     assert faithful.with_overrides(["preset=robust"]) == robust
-    assert set(FAITHFUL) >= {"lr_period", "min_steps_per_epoch", "method.division"}
+    assert set(FAITHFUL) >= {"lr", "lr_period", "min_steps_per_epoch", "warmup_patience", "method.division"}
     # method keys a baseline does not have are skipped
     kd = TrainConfig.for_method("kd", preset="faithful")
     assert kd.lr_period == 800 and kd.preset == "faithful"

@@ -12,9 +12,12 @@ from coreg.methods.base import MethodConfig
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 FAITHFUL: dict[str, Any] = {
-    # engine: the reference's schedule (one pass per epoch, cosine with a fixed period of 800 epochs)
+    # engine: the reference's schedule (one pass per epoch, learning rate 0.01 on a cosine with a
+    # fixed period of 800 epochs, a warm-up of exactly `warmup` epochs)
+    "lr": 0.01,
     "lr_period": 800,
     "min_steps_per_epoch": 0,
+    "warmup_patience": 0,
     # Co-Reg: the reference's division and budget (keys a method's config lacks are skipped)
     "method.division": "global",
 }
@@ -73,6 +76,12 @@ class TrainConfig(StageConfig):
     ``min_steps_per_epoch``: every phase of an epoch runs at least this many SGD steps (extra
     reshuffled passes on small data; the reference runs one pass, e.g. 3 steps per warm-up epoch
     for 1,300 images at batch 512, which leaves the networks near chance after a short warm-up).
+    ``warmup_patience``: 0 runs exactly ``warmup`` warm-up epochs; above 0, ``warmup`` is the
+    minimum and warm-up goes on while the label-free selection metric (``val_approx_acc``, or
+    ``val_acc`` with gold) still beats its best by ``warmup_min_delta`` within the last
+    ``warmup_patience`` epochs: co-training starts once the networks have converged on the
+    candidate sets, not while they are still weak (a division by a weak network is noise), and a
+    budget too short for that convergence stays a warm-up of two networks.
     ``val_fraction`` of the training images is held out (with candidate labels only) for
     label-free model selection (covering rate, approximated accuracy).
     """
@@ -87,6 +96,9 @@ class TrainConfig(StageConfig):
     lr_decay_rate: float = 0.1
     lr_period: int = 0
     min_steps_per_epoch: int = 20
+    warmup_patience: int = 0
+    warmup_min_delta: float = 0.005
+    warmup_min_after: int = 0
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
@@ -106,6 +118,9 @@ class TrainConfig(StageConfig):
         check(0 < self.lr_decay_rate <= 1, "lr_decay_rate must be in (0, 1]")
         check(self.lr_period >= 0, "lr_period must be >= 0 (0 = the run length)")
         check(self.min_steps_per_epoch >= 0, "min_steps_per_epoch must be >= 0")
+        check(self.warmup_patience >= 0, "warmup_patience must be >= 0 (0 = a fixed warm-up of `warmup` epochs)")
+        check(self.warmup_min_delta >= 0, "warmup_min_delta must be >= 0")
+        check(self.warmup_min_after >= 0, "warmup_min_after must be >= 0")
         check(self.preset in PRESETS, f"preset must be one of {list(PRESETS)}, got {self.preset!r}")
         check(self.device in DEVICES, f"device must be one of {list(DEVICES)}, got {self.device!r}")
         check(self.amp in ("auto", "bf16", "off"), f"amp must be auto, bf16 or off, got {self.amp!r}")

@@ -216,6 +216,8 @@ class Trainer:
         self.selection_metric = ("val_acc" if evals.val_gold is not None else
                                  "val_approx_acc" if evals.val_images is not None else None)
         self.best: dict[str, Any] = {"value": -math.inf, "epoch": None}
+        # the epoch co-training starts at: fixed at cfg.warmup, or decided at run time (warmup_patience)
+        self.warmup_end: int | None = cfg.warmup if (cfg.warmup_patience == 0 or cfg.warmup in (0, cfg.epochs)) else None
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -227,6 +229,7 @@ class Trainer:
             "extra": self.method.extra_state(),
             "history": self.history,
             "best": self.best,
+            "warmup_end": self.warmup_end,
             "config": self.cfg.to_dict(),
             "fingerprint": self.meta.get("data", {}).get("fingerprint"),
             "source": self.meta.get("source", {}),
@@ -255,6 +258,8 @@ class Trainer:
         self.method.load_extra_state(st.get("extra", {}))
         self.history = list(st.get("history", []))
         self.best = dict(st.get("best", self.best))
+        if "warmup_end" in st:
+            self.warmup_end = st["warmup_end"]
         self.start_epoch = int(st["epoch"]) + 1
         logger.info("resumed from %s at epoch %d", path, self.start_epoch)
         return True
@@ -309,6 +314,7 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.epochs):
             metrics = self.run_epoch(epoch)
             self.history.append(metrics)
+            self._decide_warmup_end(epoch)
             sel = metrics.get(self.selection_metric) if self.selection_metric else None
             if sel is not None and sel == sel and sel > self.best["value"]:
                 self.best = {"value": sel, "epoch": epoch}
@@ -326,6 +332,36 @@ class Trainer:
         return FitResult(metrics=final, history=self.history, student=student, out_dir=self.out_dir,
                          selection_metric=self.selection_metric, best_epoch=self.best.get("epoch"))
 
+    def effective_warmup(self, epoch: int) -> int:
+        """The warm-up length epoch ``epoch`` runs under: the decided end, or (while an adaptive
+        warm-up is still undecided) one past ``epoch``, so that ``epoch`` is a warm-up epoch."""
+        if self.warmup_end is not None:
+            return self.warmup_end
+        return max(self.cfg.warmup, epoch + 1)
+
+    def _decide_warmup_end(self, epoch: int) -> None:
+        """Adaptive warm-up (``warmup_patience`` > 0): after at least ``warmup`` epochs, warm-up ends
+        once the label-free selection metric has not improved by ``warmup_min_delta`` over its best
+        for ``warmup_patience`` epochs (without a selection metric it ends at ``warmup``), and only
+        while at least ``warmup_min_after`` epochs remain: past that point it runs to the end."""
+        cfg = self.cfg
+        if self.warmup_end is not None or epoch + 1 < cfg.warmup:
+            return
+        if cfg.epochs - (epoch + 1) < cfg.warmup_min_after:
+            return  # too late for the next phase to pay back its switch: warm up to the end
+        key = self.selection_metric
+        vals = [h.get(key, float("nan")) for h in self.history] if key else []
+        vals = [v for v in vals if v == v]
+        n = cfg.warmup_patience
+        if vals and len(vals) <= n:
+            return  # too short a history to judge yet
+        if not vals or max(vals[-n:]) < max(vals[:-n]) + cfg.warmup_min_delta:
+            self.warmup_end = epoch + 1
+            why = (f"{key} has not improved by {cfg.warmup_min_delta} for {n} epochs" if vals
+                   else "no label-free metric to follow")
+            logger.info("warm-up ends after epoch %d (%s)", epoch + 1, why)
+            self.tracker.set_tags({"coreg.warmup_end": str(epoch + 1)})
+
     def run_epoch(self, epoch: int) -> dict[str, float]:
         """One epoch: LR, the method's plan, every phase's steps, evaluation."""
         cfg = self.cfg
@@ -334,7 +370,8 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr
         gen, rng = epoch_generators(cfg.seed, epoch)
-        ctx = EpochContext(epoch=epoch, num_epochs=cfg.epochs, warmup=cfg.warmup, data=self.data, generator=gen,
+        warmup = self.effective_warmup(epoch)
+        ctx = EpochContext(epoch=epoch, num_epochs=cfg.epochs, warmup=warmup, data=self.data, generator=gen,
                            rng=rng, seed=cfg.seed, device=self.device, min_steps=cfg.min_steps_per_epoch)
         self.method.train()
         t0 = time.perf_counter()
@@ -350,7 +387,7 @@ class Trainer:
             bar = tqdm(batches, total=total, desc=f"epoch {epoch} {phase}", leave=False,
                        disable=not self.progress, mininterval=1.0)
             for b_idx, batch in enumerate(bar):
-                sctx = StepContext(epoch=epoch, warmup=cfg.warmup, phase=phase, batch_index=b_idx,
+                sctx = StepContext(epoch=epoch, warmup=warmup, phase=phase, batch_index=b_idx,
                                    num_batches=total or 0, generator=gen, rng=rng, data=self.data, optimizer=opt)
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     out = self.method.training_step(batch, sctx)
@@ -363,7 +400,8 @@ class Trainer:
                     sums[f"{phase}_{key}"] = sums[f"{phase}_{key}"] + (v.detach() if isinstance(v, Tensor) else v)
                     counts[f"{phase}_{key}"] += 1
         train_time = time.perf_counter() - t0
-        metrics: dict[str, float] = {"lr": lr, "epoch_time": train_time, "plan_time": t_plan, "steps": float(steps)}
+        metrics: dict[str, float] = {"lr": lr, "epoch_time": train_time, "plan_time": t_plan, "steps": float(steps),
+                                     "warmup_epoch": float(epoch < warmup)}
         for key, total_v in sums.items():
             metrics[key] = float(total_v) / counts[key]
         bad = [k for k, v in metrics.items() if k.endswith("_loss") and not math.isfinite(v)]

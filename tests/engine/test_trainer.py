@@ -70,3 +70,63 @@ def test_divergence_is_a_clear_error(tmp_path, small) -> None:
     bundle, ann = small
     with pytest.raises(CoregError, match="diverged"):
         fit(_cfg(epochs=3, lr=1e8), bundle, ann, out_dir=tmp_path, progress=False)
+
+
+def _warmup_flags(history: list[dict]) -> list[int]:
+    return [int(h["warmup_epoch"]) for h in history]
+
+
+def test_fixed_warmup_runs_exactly_w_epochs(tmp_path, small) -> None:
+    bundle, ann = small
+    res = fit(_cfg(epochs=4, warmup=2, warmup_patience=0), bundle, ann, out_dir=tmp_path, progress=False)
+    assert _warmup_flags(res.history) == [1, 1, 0, 0]
+    assert all("net1_num_labelled" in h for h in res.history[2:])  # co-training epochs divided the data
+
+
+@pytest.mark.parametrize("min_delta", [0.0, 1.0])
+def test_adaptive_warmup_follows_the_selection_metric(tmp_path, small, min_delta) -> None:
+    """warm-up lasts at least W epochs, then ends at the first epoch whose last `patience` values of
+    the label-free metric did not beat the earlier best by min_delta (1.0: impossible, so right away
+    once the history is long enough; 0.0: only a non-improving epoch ends it)."""
+    bundle, ann = small
+    res = fit(_cfg(epochs=6, warmup=1, warmup_patience=1, warmup_min_delta=min_delta), bundle, ann,
+              out_dir=tmp_path, progress=False)
+    flags = _warmup_flags(res.history)
+    n_warm = sum(flags)
+    assert flags == [1] * n_warm + [0] * (6 - n_warm)  # one warm-up block, then co-training
+    vals = [h["val_approx_acc"] for h in res.history]
+    expected = next((e + 1 for e in range(1, 6) if vals[e] < max(vals[:e]) + min_delta), 6)
+    assert n_warm == expected
+    if min_delta == 1.0:
+        assert n_warm == 2  # the first epoch it can judge (W=1, patience 1)
+
+
+def test_adaptive_warmup_too_late_to_switch_warms_up_to_the_end(tmp_path, small) -> None:
+    bundle, ann = small
+    # a plateau is declared at once (min_delta 1.0) but never with 4+ epochs left of 5: no co-training
+    res = fit(_cfg(epochs=5, warmup=1, warmup_patience=1, warmup_min_delta=1.0, warmup_min_after=4), bundle, ann,
+              out_dir=tmp_path / "a", progress=False)
+    assert _warmup_flags(res.history) == [1] * 5
+    assert not any("net1_num_labelled" in h for h in res.history)
+    res = fit(_cfg(epochs=5, warmup=1, warmup_patience=1, warmup_min_delta=1.0, warmup_min_after=3), bundle, ann,
+              out_dir=tmp_path / "b", progress=False)
+    assert _warmup_flags(res.history) == [1, 1, 0, 0, 0]
+
+
+def test_adaptive_warmup_survives_resume(tmp_path, small) -> None:
+    bundle, ann = small
+    kw = dict(epochs=4, warmup=1, warmup_patience=1, warmup_min_delta=1.0)
+    full = fit(_cfg(**kw), bundle, ann, out_dir=tmp_path / "a", progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(epoch: int, metrics: dict) -> None:
+        if epoch == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(_cfg(**kw), bundle, ann, out_dir=tmp_path / "b", progress=False, callbacks=[stop])
+    resumed = fit(_cfg(**kw), bundle, ann, out_dir=tmp_path / "b", resume=True, progress=False)
+    assert _warmup_flags(resumed.history) == _warmup_flags(full.history) == [1, 1, 0, 0]
+    assert resumed.history[-1]["test_acc"] == full.history[-1]["test_acc"]
