@@ -109,7 +109,8 @@ def train_tracked(*, bundle: Any, annotation: Any, annotation_path: str | None, 
     source = {"run_id": tracker.run_id, "annotation": annotation_path, "annotator": annotation.annotator}
     result = fit(cfg, bundle, annotation, out_dir=out_dir, tracker=tracker, resume=resume, callbacks=callbacks,
                  gold=gold, source=source, progress=progress)
-    summary = {k: v for k, v in result.metrics.items() if k.startswith(("test_acc", "best_test_acc", "val_", "annotator_", "gain_vs_annotator"))}
+    summary = {k: v for k, v in result.metrics.items() if k.startswith(("test_acc", "best_test_acc", "val_", "annotator_", "gain_vs_annotator",
+                                                                     "warmup_epochs"))}
     tracker.log_metrics({f"final_{k}": v for k, v in summary.items()})
     if result.best_epoch is not None:
         tracker.log_metrics({"selected_epoch": float(result.best_epoch)})
@@ -282,7 +283,10 @@ def _train(*, data: str, data_dir: str | None, download: bool, split_seed: int, 
             _remove_new_run_dir(created)
         raise
     m = result.metrics
-    click.echo(f"trained {cfg.method_name} for {cfg.epochs} epochs -> {out / 'student.pt'}")
+    n_warm = int(m.get("warmup_epochs", cfg.warmup))
+    phase = (f" ({n_warm} warm-up" + (", adaptive" if cfg.warmup_patience else "")
+             + (", the whole run" if n_warm >= cfg.epochs and cfg.warmup < cfg.epochs else "") + ")")
+    click.echo(f"trained {cfg.method_name} for {cfg.epochs} epochs{phase} -> {out / 'student.pt'}")
     if "test_acc" in m:
         click.echo(f"test accuracy: {m['test_acc']:.4f} (best {m.get('best_test_acc', m['test_acc']):.4f}; "
                    f"net1 {m.get('test_acc_net1', float('nan')):.4f}, net2 {m.get('test_acc_net2', float('nan')):.4f})")

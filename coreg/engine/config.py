@@ -18,6 +18,7 @@ FAITHFUL: dict[str, Any] = {
     "lr_period": 800,
     "min_steps_per_epoch": 0,
     "warmup_patience": 0,
+    "warmup_min_after": 0,
     # Co-Reg: the reference's division and budget (keys a method's config lacks are skipped)
     "method.division": "global",
 }
@@ -90,15 +91,15 @@ class TrainConfig(StageConfig):
     preset: str = "robust"
     epochs: int = 100
     warmup: int = 50
-    lr: float = 0.01
+    lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_decay_rate: float = 0.1
     lr_period: int = 0
     min_steps_per_epoch: int = 20
-    warmup_patience: int = 0
+    warmup_patience: int = 3
     warmup_min_delta: float = 0.005
-    warmup_min_after: int = 0
+    warmup_min_after: int = 10
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True

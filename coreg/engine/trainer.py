@@ -329,6 +329,7 @@ class Trainer:
         if self.history and any("test_acc" in h for h in self.history):
             final["best_test_acc"] = max(h.get("test_acc", -1.0) for h in self.history)
         final.update(gain_vs_annotator(final))
+        final["warmup_epochs"] = float(sum(h.get("warmup_epoch", 0.0) for h in self.history))
         return FitResult(metrics=final, history=self.history, student=student, out_dir=self.out_dir,
                          selection_metric=self.selection_metric, best_epoch=self.best.get("epoch"))
 

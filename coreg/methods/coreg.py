@@ -131,7 +131,7 @@ class CoRegConfig(MethodConfig):
     soft_labels: bool = False
     division: str = "balanced"
     balance_ratio: float = 0.5
-    cotrain_min_steps: int = -1  # -1: the engine's min_steps_per_epoch
+    cotrain_min_steps: int = 0  # one pass over P per co-training epoch; -1: the engine's min_steps_per_epoch
 
     def validate(self) -> None:
         check(self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}")
