@@ -79,13 +79,19 @@ def run_one(setting: str, variant: str, seed: int, epochs: int, warmup: int, set
     bundle, ann = load_setting(setting, seed)
     method, extra = VARIANTS[variant]
     cfg, _ = method_config(method, epochs=epochs, warmup=warmup, seed=seed, device="cpu", sets=extra + sets)
+    st = annotation_stats(ann, bundle.train.labels)
+    if method == "kd" and ann.scores is None:  # distillation needs the annotator's scores
+        return {"setting": setting, "label": SETTINGS[setting]["label"], "seed": seed, "method": variant,
+                "epochs": epochs, "warmup": warmup, "sets": sets, "skipped": "needs annotator scores",
+                "test_acc": None, "best_test_acc": None, "annotator_test_acc": None, "annotator_train_acc": None,
+                "gain_vs_annotator": None, "avg_set_size": st["avg_set_size"], "eta": st["eta"],
+                "wall_s": 0.0, "cpu_s": 0.0}
     t, c = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="coreg-acc-") as tmp:
         r = fit(cfg, bundle, ann, out_dir=tmp, progress=False)
-    st = annotation_stats(ann, bundle.train.labels)
     m = r.metrics
     return {"setting": setting, "label": SETTINGS[setting]["label"], "seed": seed, "method": variant,
-            "epochs": epochs, "warmup": warmup, "test_acc": m["test_acc"], "best_test_acc": m["best_test_acc"],
+            "epochs": epochs, "warmup": warmup, "sets": sets, "test_acc": m["test_acc"], "best_test_acc": m["best_test_acc"],
             "annotator_test_acc": m.get("annotator_test_acc"), "annotator_train_acc": m.get("annotator_train_acc"),
             "gain_vs_annotator": m.get("gain_vs_annotator"), "avg_set_size": st["avg_set_size"], "eta": st["eta"],
             "wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
@@ -100,12 +106,12 @@ def table(rows: list[dict[str, Any]]) -> str:
              "final - annotator | cpu s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         gain = r["gain_vs_annotator"]
-        gain_s = "n/a" if gain is None else f"{100 * gain:+.1f} pts" + ("" if r["annotator_test_acc"] is not None
+        gain_s = r.get("skipped") or "n/a" if gain is None else f"{100 * gain:+.1f} pts" + ("" if r["annotator_test_acc"] is not None
                                                                         else " (vs train)")
         lines.append(f"| {r['label']} | {r['seed']} | {r['epochs']} ({r['warmup']}) | "
                      f"{_fmt(r['annotator_test_acc'])} / {_fmt(r['annotator_train_acc'])} | "
-                     f"{r['avg_set_size']:.2f} / {r['eta']:.3f} | {r['method']} | {r['test_acc']:.3f} | "
-                     f"{r['best_test_acc']:.3f} | {gain_s} | {r['cpu_s']:.0f} |")
+                     f"{r['avg_set_size']:.2f} / {r['eta']:.3f} | {r['method']} | "
+                     f"{_fmt(r['test_acc'])} | {_fmt(r['best_test_acc'])} | {gain_s} | {r['cpu_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -132,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="sets", action="append", default=["model.width=0.25"], metavar="KEY=VALUE")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one CPU thread each)")
     ap.add_argument("--out", default="benchmarks/results/accuracy_small")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the rows of --out's JSON that match a job (same setting, method, seed, budget, --set)")
     args = ap.parse_args(argv)
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     variants = [v.strip() for v in args.methods.split(",") if v.strip()]
@@ -156,13 +164,22 @@ def main(argv: list[str] | None = None) -> int:
     order = sorted(range(len(jobs)), key=lambda i: (cost.get(jobs[i][0], 1), not jobs[i][1].startswith("coreg"), i))
     t0 = time.perf_counter()
     done: dict[int, dict[str, Any]] = {}
+    if args.resume and (out / "accuracy_small.json").exists():
+        old_rows = json.loads((out / "accuracy_small.json").read_text()).get("rows", [])
+        for i, (s_, v_, seed_, e_, w_, sets_) in enumerate(jobs):
+            hit = next((r for r in old_rows if (r["setting"], r["method"], r["seed"], r["epochs"], r["warmup"],
+                                                r.get("sets")) == (s_, v_, seed_, e_, w_, sets_)), None)
+            if hit is not None:
+                done[i] = hit
+        order = [i for i in order if i not in done]
+        print(f"resuming: {len(done)} rows reused from {out / 'accuracy_small.json'}, {len(order)} to run", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(run_one, *jobs[i]): i for i in order}
         for fut in as_completed(futures):
             row = fut.result()
             done[futures[fut]] = row
-            print(f"{row['label']} s{row['seed']} {row['method']}: final {row['test_acc']:.3f} best "
-                  f"{row['best_test_acc']:.3f} (annotator {_fmt(row['annotator_test_acc'])}) {row['cpu_s']:.0f} cpu s",
+            print(f"{row['label']} s{row['seed']} {row['method']}: final {_fmt(row['test_acc'])} best "
+                  f"{_fmt(row['best_test_acc'])} (annotator {_fmt(row['annotator_test_acc'])}) {row['cpu_s']:.0f} cpu s",
                   flush=True)
             _write(out, cmd, time.perf_counter() - t0, [done[i] for i in sorted(done)], complete=False)
     rows = [done[i] for i in sorted(done)]

@@ -21,12 +21,11 @@ from typing import Any
 import click
 
 OUT = Path("outputs/demo")
-# A long warm-up (2/3 of the budget): on 1,300 images a short warm-up leaves a weak network whose
-# GMM division starves the hard classes (see benchmarks/accuracy_small.py); warm-up epochs are also
-# about 8x cheaper than co-training epochs.
+# The robust defaults: W=8 is the minimum warm-up; co-training starts when the label-free metric
+# stops improving, while at least 10 epochs remain (see coreg.engine.config.TrainConfig).
 SETTINGS: dict[str, Any] = {
     "data": "digits", "annotator": "instance", "shots": 2, "annotators": 3, "method": "coreg",
-    "n_trials": 2, "trial_epochs": 8, "trial_warmup": 5, "epochs": 24, "warmup": 16,
+    "n_trials": 2, "trial_epochs": 8, "trial_warmup": 5, "epochs": 24, "warmup": 8,
     "overrides": "model.width=0.25 method.batch_size=64", "seed": 0, "model_name": "coreg-demo-student",
 }
 

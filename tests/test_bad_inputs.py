@@ -159,7 +159,7 @@ CASES: list[tuple[str, Argv, tuple[str, ...]]] = [
     # resuming
     ("resume-without-checkpoint", _train("--resume", "--out", "{tmp}"), ("nothing to resume", "no checkpoint.pt")),
     ("resume-with-changed-hyper-parameters", _train("--resume", "--out", "{run}", "--set", "lr=0.05", tiny=False),
-     ("changed hyper-parameters", "lr (0.01 -> 0.05)")),
+     ("changed hyper-parameters", "lr (0.1 -> 0.05)")),
     ("resume-longer-with-a-run-length-schedule", _train("--resume", "--out", "{run}", "--epochs", "2", tiny=False),
      ("epochs (1 -> 2)", "not an extension", "lr_period=0")),
     ("resume-shorter", _train("--resume", "--out", "{run}", "--epochs", "0", tiny=False), ("epochs must be >= 1",)),

@@ -17,9 +17,10 @@ def test_train_two_epochs_tracked(tmp_path) -> None:
     out = tmp_path / "run"
     r = runner.invoke(main, ["train", "--data", "digits", "--annotations", str(ann), "--epochs", "2", "--warmup", "1",
                              "--set", "model.name=tiny_cnn", "--set", "method.batch_size=128",
-                             "--set", "method.moco_queue=512", "--out", str(out), "--no-progress"])
+                             "--set", "method.moco_queue=512", "--set", "warmup_patience=0",
+                             "--out", str(out), "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert "test accuracy" in r.output
+    assert "test accuracy" in r.output and "for 2 epochs (1 warm-up)" in r.output
     # the instance annotator scores the test split too: the student is compared with it there
     assert "annotator test accuracy" in r.output and "on the same test split" in r.output
     assert ("beats it by" in r.output) or ("trails it by" in r.output) or ("ties it" in r.output)
@@ -112,9 +113,10 @@ def test_no_progress_run_is_quiet(tmp_path, image_folder, monkeypatch) -> None:
 
 
 def _tiny(ann: str, *extra: str) -> list[str]:
-    # A fixed learning-rate period: epochs may then grow on --resume (see coreg.engine.resume).
+    # A fixed learning-rate period and warm-up: epochs may then grow on --resume (see coreg.engine.resume).
     return ["train", "--data", "digits", "--annotations", ann, "--warmup", "1", "--set", "model.name=tiny_cnn",
             "--set", "method.batch_size=128", "--set", "method.moco_queue=512", "--set", "lr_period=800",
+            "--set", "warmup_patience=0",
             "--no-progress", *extra]
 
 

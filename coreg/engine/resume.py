@@ -36,6 +36,9 @@ def run_length_dependence(cfg: dict[str, Any]) -> str | None:
 
     if not cfg.get("lr_period"):
         return "the cosine learning rate spans the whole run (lr_period=0)"
+    if cfg.get("warmup_patience") and cfg.get("warmup_min_after"):
+        return ("the adaptive warm-up may only end while warmup_min_after epochs remain "
+                "(warmup_patience > 0 and warmup_min_after > 0)")
     name = str(cfg.get("method_name"))
     try:
         uses = get_method(name).uses_run_length
@@ -69,7 +72,7 @@ def check_resume_config(old: dict[str, Any], new: dict[str, Any], *, where: str,
         elif dependence:
             refused["epochs"] = changes["epochs"]
             why = (f"; a longer run is not an extension of this one: {dependence} (a run that will be extended "
-                   "needs a fixed --set lr_period=N from its start)")
+                   "needs a fixed --set lr_period=N, and --set warmup_patience=0, from its start)")
     if refused:
         listed = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in refused.items())
         raise CoregError(f"cannot resume {where} with changed hyper-parameters: {listed}{why}; start a new run "
