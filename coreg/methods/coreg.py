@@ -33,7 +33,7 @@ where code and paper disagree (spec section 5), with these deliberate decisions 
   minimum, and co-training starts once the label-free metric stops improving, but only while at
   least ``warmup_min_after`` (10) epochs remain; a budget too short for a converged warm-up stays
   a warm-up of the two networks (on CIFAR-10 5k at 20 epochs every co-training start measured,
-  W=8 to 15, ended 3-5 points below the warm-up it started from: a 40%-accurate network's
+  W=8 to 15, ended 2-4 points below a warm-up-only run of the same budget: a 40%-accurate network's
   division keeps P only ~54% correct, hardly better than the annotator's own labels).
 * **Fixed (they crash or are undefined):** an empty U no longer crashes (the U rows are simply
   absent from that epoch's batches); an empty P gives an epoch without updates for that network
