@@ -35,9 +35,10 @@ How a study maps to Optuna and MLflow:
   marked FAILED. A worker that reaches the budget while trials of other hosts are still
   RUNNING waits (at most a grace period plus a heartbeat) to retry any whose worker is gone. Workers started at the same moment with the same seed
   draw the same random start-up points: give them different ``--sampler-seed`` values.
-* **MLflow.** One parent run per study in the experiment, found again by its tags
-  ``coreg.study=<name>`` and ``coreg.role=study`` (so a re-run or another worker logs under the
-  same parent). Each trial is a nested run tagged ``coreg.study``, ``coreg.role=trial`` and
+* **MLflow.** One parent run per study in the experiment, recorded in the study (user attr
+  ``mlflow_parent_run_id``, elected atomically through the Optuna storage when workers start
+  together, see :meth:`MlflowStudyTracking.elect_parent`) and tagged ``coreg.study=<name>`` and
+  ``coreg.role=study``, so a re-run or another worker logs under the same parent. Each trial is a nested run tagged ``coreg.study``, ``coreg.role=trial`` and
   ``optuna.trial_number``, holding the trial's params (``optuna.<name>``), the training run's
   metrics, artifacts and student model; pruned trials end as KILLED, failed ones as FAILED.
   The parent run is tagged ``best_run`` (the best trial's run id) and logs ``best_value``, the
@@ -89,6 +90,9 @@ _MUST_MATCH = ("method", "metric", "data_fingerprint", "experiment")
 # Study user attribute: the MLflow metric `coreg register --study` ranks the trial runs by
 # (``final_<selection metric>``; with ``--metric auto`` it is set when the first trial completes).
 REGISTER_METRIC_ATTR = "register_metric"
+# Study user attribute: the study's MLflow parent run; how long a worker waits for another to record it.
+PARENT_ATTR = "mlflow_parent_run_id"
+PARENT_CLAIM_WAIT_S = 60.0
 
 SuggestFn = Callable[[str, "optuna.Trial"], list[str]]
 ConfigFn = Callable[[Sequence[str]], "TrainConfig"]
@@ -407,8 +411,8 @@ class PruningCallback:
 class StudyTracking(Protocol):
     """Where the study and its trials are recorded (MLflow, or nothing)."""
 
-    def parent(self, *, params: dict[str, Any]) -> contextlib.AbstractContextManager[Tracker]:
-        """Open (or resume) the study's parent run."""
+    def parent(self, *, params: dict[str, Any], study: optuna.Study) -> contextlib.AbstractContextManager[Tracker]:
+        """Open (or resume) the study's parent run (one per study, whichever worker asks)."""
 
     def trial(self, *, number: int, tags: dict[str, Any]) -> contextlib.AbstractContextManager[Tracker]:
         """Open a nested run for one trial."""
@@ -421,7 +425,7 @@ class NullStudyTracking:
     """Records nothing (library use and tests without MLflow)."""
 
     @contextlib.contextmanager
-    def parent(self, *, params: dict[str, Any]) -> Iterator[Tracker]:
+    def parent(self, *, params: dict[str, Any], study: optuna.Study) -> Iterator[Tracker]:
         yield NullTracker()
 
     @contextlib.contextmanager
@@ -472,20 +476,79 @@ class MlflowStudyTracking:
         client = MlflowClient()
         run = client.create_run(exp.experiment_id, run_name=f"study-{self.study_name}",
                                 tags={STUDY_TAG: self.study_name, ROLE_TAG: "study", "coreg.stage": "tune"})
-        mine = run.info.run_id
         for key, value in params.items():
-            client.log_param(mine, key, str(value))
-        # Two workers may have created a parent at the same moment: all keep the oldest one.
-        chosen = self.find_parent() or mine
-        if chosen != mine:
-            client.delete_run(mine)
-        return chosen
+            client.log_param(run.info.run_id, key, str(value))
+        return run.info.run_id
+
+    def _recorded_parent(self, study: optuna.Study) -> str | None:
+        """The parent run id the study records, if that run still exists (not deleted) in MLflow."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        run_id = study.user_attrs.get(PARENT_ATTR)
+        if not run_id:
+            return None
+        try:
+            run = MlflowClient().get_run(run_id)
+        except MlflowException:
+            return None
+        return run_id if run.info.lifecycle_stage == "active" else None
+
+    def elect_parent(self, study: optuna.Study, params: dict[str, Any]) -> str:
+        """The study's one parent run: the recorded one, else one made by exactly one worker.
+
+        Workers started together all find no parent. Searching MLflow after creating one cannot
+        settle who keeps theirs (a store under lock contention shows a run long after its start
+        time), so the election goes through the Optuna storage, whose study creation is atomic:
+        the worker that creates the claim study ``<name>.mlflow-parent-claim`` makes the parent
+        run, records it as the study's user attr ``mlflow_parent_run_id`` and removes the claim;
+        the others wait for the record. A claim left by a worker that died (no record after
+        :data:`PARENT_CLAIM_WAIT_S` seconds) is removed and the election re-run.
+        """
+        import optuna
+
+        storage = study._storage  # noqa: SLF001 - the one storage the workers share
+        claim = f"{self.study_name}.mlflow-parent-claim"
+        for _ in range(3):
+            run_id = self._recorded_parent(study) or self.find_parent()  # find_parent: studies older than the record
+            if run_id:
+                break
+            try:
+                storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], study_name=claim)
+            except optuna.exceptions.DuplicatedStudyError:
+                run_id = self._wait_for_parent(study)
+                if run_id is None:  # the elector died: drop its claim and elect again
+                    with contextlib.suppress(KeyError):
+                        storage.delete_study(storage.get_study_id_from_name(claim))
+                    continue
+                break
+            try:
+                run_id = self._create_parent(params)
+                study.set_user_attr(PARENT_ATTR, run_id)
+            finally:
+                with contextlib.suppress(KeyError):
+                    storage.delete_study(storage.get_study_id_from_name(claim))
+            break
+        else:
+            raise CoregError(f"could not elect the MLflow parent run of study {self.study_name}: "
+                             f"remove the Optuna study {claim!r} if no worker is running")
+        if study.user_attrs.get(PARENT_ATTR) != run_id:
+            study.set_user_attr(PARENT_ATTR, run_id)
+        return run_id
+
+    def _wait_for_parent(self, study: optuna.Study) -> str | None:
+        deadline = time.monotonic() + PARENT_CLAIM_WAIT_S
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            if run_id := self._recorded_parent(study):  # user_attrs reads the storage each time
+                return run_id
+        return None
 
     @contextlib.contextmanager
-    def parent(self, *, params: dict[str, Any]) -> Iterator[Tracker]:
+    def parent(self, *, params: dict[str, Any], study: optuna.Study) -> Iterator[Tracker]:
         from coreg.tracking.mlflow import MlflowTracker
 
-        run_id = self.find_parent() or self._create_parent(params)
+        run_id = self.elect_parent(study, params)
         with MlflowTracker.start(experiment=self.experiment, run_id=run_id) as tracker:
             yield tracker
 
@@ -728,7 +791,6 @@ def run_study(cfg: TuneConfig, *, build_config: ConfigFn, train: TrainFn, out_di
     Raises:
         CoregError: bad settings, a study created for other settings, an unavailable metric.
     """
-    import optuna
 
     suggest = suggest or resolve_suggest()
     base = build_config([])
@@ -751,11 +813,7 @@ def run_study(cfg: TuneConfig, *, build_config: ConfigFn, train: TrainFn, out_di
     stopped = "budget"
     in_a_row = 0
     wait_until: float | None = None
-    with tracking.parent(params=params) as parent:
-        if parent.run_id:
-            with contextlib.suppress(optuna.exceptions.OptunaError):
-                if "mlflow_parent_run_id" not in study.user_attrs:
-                    study.set_user_attr("mlflow_parent_run_id", parent.run_id)
+    with tracking.parent(params=params, study=study) as parent:
         while True:
             for dead in reclaim_dead_trials(study):
                 _set_status_quietly(tracking, dead.user_attrs.get("mlflow_run_id"), "FAILED")

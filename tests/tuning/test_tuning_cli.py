@@ -253,6 +253,67 @@ def test_two_worker_processes_share_one_study(store: Path, annotation: str, stud
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
 
 
+def _fresh_study(store: Path, name: str) -> optuna.Study:
+    return optuna.create_study(study_name=name, storage=f"sqlite:///{store}/optuna.db", direction="maximize")
+
+
+def test_parent_election_waits_for_the_worker_holding_the_claim(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that loses the claim uses the parent the elector records, and never makes its own."""
+    import threading
+
+    import coreg.tuning.study as st
+
+    study = _fresh_study(store, "elect-wait")
+    claim = study._storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE],  # another elector's claim
+                                            study_name="elect-wait.mlflow-parent-claim")
+    tracking = st.MlflowStudyTracking(experiment="coreg-tune", study_name="elect-wait")
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: got.append(tracking.elect_parent(study, {"p": 1})))
+    waiter.start()
+    waiter.join(1.0)
+    assert waiter.is_alive() and not got  # blocked on the claim, no parent of its own
+    winner = tracking._create_parent({"p": 0})
+    study.set_user_attr(st.PARENT_ATTR, winner)
+    study._storage.delete_study(claim)
+    waiter.join(30)
+    assert got == [winner]
+    assert [r.info.run_id for r in _runs("tags.`coreg.study` = 'elect-wait'")] == [winner]
+    # a worker started later reads the record without an election
+    assert st.MlflowStudyTracking(experiment="coreg-tune", study_name="elect-wait").elect_parent(study, {}) == winner
+
+
+def test_parent_election_survives_a_dead_elector_and_a_race(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import coreg.tuning.study as st
+
+    monkeypatch.setattr(st, "PARENT_CLAIM_WAIT_S", 1.0)
+    study = _fresh_study(store, "elect-dead")
+    study._storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], study_name="elect-dead.mlflow-parent-claim")
+    tracking = st.MlflowStudyTracking(experiment="coreg-tune", study_name="elect-dead")
+    run_id = tracking.elect_parent(study, {})  # the claim's owner never records a parent: claim dropped
+    assert study.user_attrs[st.PARENT_ATTR] == run_id
+    names = {s.study_name for s in optuna.get_all_study_summaries(study._storage)}
+    assert "elect-dead.mlflow-parent-claim" not in names
+
+    # four workers of a fresh study elect at the same moment: one parent, all agree on it
+    study = _fresh_study(store, "elect-race")
+    barrier = threading.Barrier(4)
+    got: list[str] = []
+
+    def worker() -> None:
+        barrier.wait()
+        got.append(st.MlflowStudyTracking(experiment="coreg-tune", study_name="elect-race").elect_parent(study, {}))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 4 and len(set(got)) == 1
+    assert [r.info.run_id for r in _runs("tags.`coreg.study` = 'elect-race'")] == got[:1]
+
+
 def test_pruned_trial_run_is_killed(store: Path, study_runs: dict[str, Any]) -> None:
     from coreg._cli.train import build_train_config
     from coreg.engine.trainer import FitResult
