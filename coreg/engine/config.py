@@ -21,6 +21,8 @@ FAITHFUL: dict[str, Any] = {
     "warmup_min_after": 0,
     # Co-Reg: the reference's division and budget (keys a method's config lacks are skipped)
     "method.division": "global",
+    "method.warmup_view": "strong",
+    "method.warmup_mixup": 0.0,
 }
 """The reference behaviour (spec sections 3 and 6): ``--preset faithful`` / ``--set preset=faithful``."""
 

@@ -71,7 +71,6 @@ from coreg.config import check
 from coreg.losses import (
     NoiseTolerantContrastiveLoss,
     PartialCELoss,
-    negative_entropy,
     prototype_loss,
     semi_loss,
 )
@@ -97,6 +96,7 @@ from coreg.methods.selection import (
     sample_mixup,
     sharpen,
 )
+from coreg.methods.warmup import VIEWS, warmup_objective
 from coreg.modules import LabeledQueue, PrototypeModule, copy_parameters, update_momentum
 
 logger = logging.getLogger(__name__)
@@ -139,6 +139,8 @@ class CoRegConfig(MethodConfig):
     division: str = "balanced"
     balance_ratio: float = 0.5
     cotrain_min_steps: int = 0  # one pass over P per co-training epoch; -1: the engine's min_steps_per_epoch
+    warmup_view: str = "strong"  # the augmentation of the warm-up's one view: strong (reference) or weak
+    warmup_mixup: float = 0.0  # Beta parameter of a mixup of the warm-up's inputs; 0 = none (reference)
 
     def validate(self) -> None:
         check(self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}")
@@ -157,6 +159,8 @@ class CoRegConfig(MethodConfig):
         check(self.ramp_length >= 1, "ramp_length must be >= 1")
         check(self.division in DIVISIONS, f"division must be one of {list(DIVISIONS)}, got {self.division!r}")
         check(0.0 <= self.balance_ratio <= 1.0, f"balance_ratio must be in [0, 1], got {self.balance_ratio}")
+        check(self.warmup_mixup >= 0, f"warmup_mixup must be >= 0, got {self.warmup_mixup}")
+        check(self.warmup_view in VIEWS, f"warmup_view must be one of {list(VIEWS)}, got {self.warmup_view!r}")
 
 
 @dataclass
@@ -367,14 +371,13 @@ class CoReg(Method):
         return self._cotrain_step(batch, ctx)
 
     def _warmup_step(self, idx: Tensor, ctx: StepContext) -> StepOutput:
-        """Partial CE + negative entropy on one strong view (spec 3.1)."""
+        """Partial CE + negative entropy on one strong view (spec 3.1; see :mod:`coreg.methods.warmup`)."""
         net, _, _, _, memory = self._pair(ctx.phase)
         net.train()
         data = ctx.data
-        x = data.augment.strong(data.images[idx], ctx.generator)
-        p = _softmax(net(x)[0])
-        l_pce = self.pce(p, self.targets(data)[idx])
-        l_ne = negative_entropy(p)
+        p, l_pce, l_ne = warmup_objective(lambda x: _softmax(net(x)[0]), data.images[idx], self.targets(data)[idx],
+                                          augment=data.augment, pce=self.pce, view=self.cfg.warmup_view,
+                                          mixup_alpha=self.cfg.warmup_mixup, rng=ctx.rng, generator=ctx.generator)
         with torch.no_grad():
             memory[idx] = p.detach()
         loss = l_pce + l_ne

@@ -164,3 +164,23 @@ def test_logit_sum_ensemble_differs_from_probability_sum() -> None:
     assert prob_sum.argmax(1).item() == 0
     assert logit_sum.argmax(1).item() == 1
     assert torch.allclose(logit_sum, a(x)[0] + b(x)[0])
+
+
+def test_warmup_view_picks_the_augmentation(tiny_data, monkeypatch) -> None:
+    """``method.warmup_view`` chooses which view the warm-up step trains on (strong = reference)."""
+    import pytest
+
+    from coreg.config import ConfigError
+
+    for view, other in (("strong", "weak"), ("weak", "strong")):
+        _, method = _setup(tiny_data, f"method.warmup_view={view}")
+        ctx, plan = _epoch(method, tiny_data, 0)
+        calls: list[str] = []
+        for name in ("strong", "weak"):
+            real = getattr(tiny_data.augment, name)
+            monkeypatch.setattr(tiny_data.augment, name, lambda x, g, _n=name, _r=real, _c=calls: _c.append(_n) or _r(x, g))
+        _step(method, tiny_data, ctx, "net1", next(iter(plan.phases["net1"])))
+        assert calls == [view] and other not in calls
+        monkeypatch.undo()
+    with pytest.raises(ConfigError, match="warmup_view"):
+        _setup(tiny_data, "method.warmup_view=medium")

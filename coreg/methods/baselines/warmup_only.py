@@ -20,10 +20,11 @@ from typing import Any
 from torch import Tensor
 
 from coreg.config import check
-from coreg.losses import PartialCELoss, negative_entropy
+from coreg.losses import PartialCELoss
 from coreg.methods.base import StepContext, StepOutput, TrainData
 from coreg.methods.baselines._single_net import SingleNetConfig, SingleNetMethod, softmax32
 from coreg.methods.registry import register_method
+from coreg.methods.warmup import VIEWS, warmup_objective
 
 __all__ = ["WarmupOnlyConfig", "WarmupOnly"]
 
@@ -35,13 +36,18 @@ class WarmupOnlyConfig(SingleNetConfig):
     Attributes:
         batch_size: 512, Co-Reg's warm-up batch.
         neg_entropy_weight: weight of the negative-entropy penalty (1 in Co-Reg).
+        warmup_view, warmup_mixup: as Co-Reg's (see :mod:`coreg.methods.warmup`).
     """
 
     batch_size: int = 512
     neg_entropy_weight: float = 1.0
+    warmup_view: str = "strong"
+    warmup_mixup: float = 0.0
 
     def validate(self) -> None:
         super().validate()
+        check(self.warmup_view in VIEWS, f"warmup_view must be one of {list(VIEWS)}, got {self.warmup_view!r}")
+        check(self.warmup_mixup >= 0, f"warmup_mixup must be >= 0, got {self.warmup_mixup}")
         check(self.neg_entropy_weight >= 0, f"neg_entropy_weight must be >= 0, got {self.neg_entropy_weight}")
 
 
@@ -57,9 +63,8 @@ class WarmupOnly(SingleNetMethod):
 
     def step(self, idx: Tensor, ctx: StepContext) -> StepOutput:
         data = ctx.data
-        x = data.augment.strong(data.images[idx], ctx.generator)
-        p = softmax32(self.net(x)[0])
-        l_pce = self.pce(p, data.candidates[idx])
-        l_ne = negative_entropy(p)
+        _, l_pce, l_ne = warmup_objective(lambda x: softmax32(self.net(x)[0]), data.images[idx], data.candidates[idx],
+                                          augment=data.augment, pce=self.pce, view=self.cfg.warmup_view,
+                                          mixup_alpha=self.cfg.warmup_mixup, rng=ctx.rng, generator=ctx.generator)
         loss = l_pce + self.cfg.neg_entropy_weight * l_ne
         return StepOutput(losses={"loss": loss}, report={"pce": l_pce.detach(), "neg_entropy": l_ne.detach()})
