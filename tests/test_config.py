@@ -118,6 +118,13 @@ def test_presets_faithful_and_robust() -> None:
     # back to robust restores every key the faithful preset changes
     assert faithful.with_overrides(["preset=robust"]) == robust
     assert set(FAITHFUL) >= {"lr", "lr_period", "min_steps_per_epoch", "warmup_patience", "method.division"}
+    # a method's own reference values: Co-Reg's warm-up batch (2 x 256), warmup_only's 512 batch
+    assert robust.method.warmup_batch_size == 128 and faithful.method.warmup_batch_size == 0
+    assert faithful.method.warmup_view == "strong" and faithful.method.warmup_mixup == 0
+    wo = TrainConfig.for_method("warmup_only")
+    wo_faithful = TrainConfig.for_method("warmup_only", preset="faithful")
+    assert wo.method.batch_size == 128 and wo_faithful.method.batch_size == 512
+    assert wo_faithful.with_overrides(["preset=robust"]) == wo
     # method keys a baseline does not have are skipped
     kd = TrainConfig.for_method("kd", preset="faithful")
     assert kd.lr_period == 800 and kd.preset == "faithful"

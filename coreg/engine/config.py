@@ -19,6 +19,7 @@ FAITHFUL: dict[str, Any] = {
     "min_steps_per_epoch": 0,
     "warmup_patience": 0,
     "warmup_min_after": 0,
+    "warmup_min_agreement": 0.0,
     # Co-Reg: the reference's division and budget (keys a method's config lacks are skipped)
     "method.division": "global",
     "method.warmup_view": "strong",
@@ -30,7 +31,9 @@ FAITHFUL: dict[str, Any] = {
 def preset_values(name: str, method: MethodConfig) -> dict[str, Any]:
     """The dotted config values a preset sets (only the method keys ``method`` has).
 
-    ``robust`` (the default) restores the defaults of every key ``faithful`` changes.
+    ``robust`` (the default) restores the defaults of every key ``faithful`` changes. A method
+    config class may add its own reference values in a ``FAITHFUL`` class attribute (field name ->
+    value).
 
     Raises:
         ConfigError: unknown preset.
@@ -39,12 +42,15 @@ def preset_values(name: str, method: MethodConfig) -> dict[str, Any]:
         raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(method)}
     out: dict[str, Any] = {}
-    for key in FAITHFUL:
+    # a method's own reference values (e.g. warmup_only's 512 batch) join the shared ones
+    own = {f"method.{k}": v for k, v in getattr(type(method), "FAITHFUL", {}).items()}
+    table = {**FAITHFUL, **own}
+    for key in table:
         head, _, sub = key.partition(".")
         if head == "method" and sub not in fields:
             continue
         if name == "faithful":
-            out[key] = FAITHFUL[key]
+            out[key] = table[key]
         elif head == "method":
             out[key] = next(f for f in dataclasses.fields(method) if f.name == sub).default
         else:
@@ -85,6 +91,10 @@ class TrainConfig(StageConfig):
     ``warmup_patience`` epochs: co-training starts once the networks have converged on the
     candidate sets, not while they are still weak (a division by a weak network is noise), and a
     budget too short for that convergence stays a warm-up of two networks.
+    ``warmup_min_agreement``: with two or more networks, co-training also waits until they agree
+    on at least this share of the held-out images (``val_agreement``, label-free: the agreement of
+    two independently trained networks tracks their accuracy). Self-training on pseudo-labels
+    only pays once those labels are mostly right; below it the run stays a warm-up ensemble.
     ``val_fraction`` of the training images is held out (with candidate labels only) for
     label-free model selection (covering rate, approximated accuracy).
     """
@@ -102,6 +112,7 @@ class TrainConfig(StageConfig):
     warmup_patience: int = 3
     warmup_min_delta: float = 0.005
     warmup_min_after: int = 10
+    warmup_min_agreement: float = 0.0
     device: str = "auto"
     amp: str = "auto"
     channels_last: bool = True
@@ -124,6 +135,7 @@ class TrainConfig(StageConfig):
         check(self.warmup_patience >= 0, "warmup_patience must be >= 0 (0 = a fixed warm-up of `warmup` epochs)")
         check(self.warmup_min_delta >= 0, "warmup_min_delta must be >= 0")
         check(self.warmup_min_after >= 0, "warmup_min_after must be >= 0")
+        check(0.0 <= self.warmup_min_agreement <= 1.0, "warmup_min_agreement must be in [0, 1]")
         check(self.preset in PRESETS, f"preset must be one of {list(PRESETS)}, got {self.preset!r}")
         check(self.device in DEVICES, f"device must be one of {list(DEVICES)}, got {self.device!r}")
         check(self.amp in ("auto", "bf16", "off"), f"amp must be auto, bf16 or off, got {self.amp!r}")

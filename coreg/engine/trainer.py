@@ -293,6 +293,10 @@ class Trainer:
             lg = predict_logits(self.method.eval_module(), ev.val_images, transform=tf, batch_size=bs,
                                 autocast=self.bf16)
             pred = lg.argmax(1)
+            if len(nets) >= 2:  # label-free: the share of held-out images every network labels alike
+                preds = [predict_logits(net, ev.val_images, transform=tf, batch_size=bs, autocast=self.bf16).argmax(1)
+                         for net in nets.values()]
+                out["val_agreement"] = float(torch.stack([q == preds[0] for q in preds[1:]]).all(0).float().mean())
             out["val_covering_rate"] = covering_rate(pred, ev.val_candidates)
             out["val_approx_acc"] = approximated_accuracy(lg, ev.val_candidates)
             if ev.val_gold is not None:
@@ -350,6 +354,9 @@ class Trainer:
             return
         if cfg.epochs - (epoch + 1) < cfg.warmup_min_after:
             return  # too late for the next phase to pay back its switch: warm up to the end
+        agreement = self.history[-1].get("val_agreement") if self.history else None
+        if cfg.warmup_min_agreement > 0 and agreement is not None and agreement < cfg.warmup_min_agreement:
+            return  # the networks disagree too often for their pseudo-labels to teach anything yet
         key = self.selection_metric
         vals = [h.get(key, float("nan")) for h in self.history] if key else []
         vals = [v for v in vals if v == v]
@@ -360,6 +367,8 @@ class Trainer:
             self.warmup_end = epoch + 1
             why = (f"{key} has not improved by {cfg.warmup_min_delta} for {n} epochs" if vals
                    else "no label-free metric to follow")
+            if agreement is not None and cfg.warmup_min_agreement > 0:
+                why += f", the networks agree on {agreement:.2f} of the held-out images"
             logger.info("warm-up ends after epoch %d (%s)", epoch + 1, why)
             self.tracker.set_tags({"coreg.warmup_end": str(epoch + 1)})
 

@@ -114,6 +114,25 @@ def test_adaptive_warmup_too_late_to_switch_warms_up_to_the_end(tmp_path, small)
     assert _warmup_flags(res.history) == [1, 1, 0, 0, 0]
 
 
+def test_agreement_gate_holds_warmup_until_the_networks_agree(tmp_path, small) -> None:
+    """val_agreement is the share of held-out images both networks label alike; with
+    warmup_min_agreement the hand-over waits for it (1.0 unreached: the run stays a warm-up)."""
+    bundle, ann = small
+    kw = dict(epochs=5, warmup=1, warmup_patience=1, warmup_min_delta=1.0, warmup_min_after=0)
+    res = fit(_cfg(**kw, warmup_min_agreement=1.0), bundle, ann, out_dir=tmp_path / "a", progress=False)
+    agree = [h["val_agreement"] for h in res.history]
+    assert all(0.0 <= a <= 1.0 for a in agree)
+    if max(agree) < 1.0:
+        assert _warmup_flags(res.history) == [1] * 5
+    # a gate first passed at epoch e hands over there (a plateau is declared at once, min_delta 1.0);
+    # until the hand-over both runs train alike, so run a's agreement says when
+    bar = max(agree[1:4])
+    first = next(e for e in range(1, 4) if agree[e] >= bar)
+    res = fit(_cfg(**kw, warmup_min_agreement=bar), bundle, ann, out_dir=tmp_path / "b", progress=False)
+    assert sum(_warmup_flags(res.history)) == first + 1
+    assert [h["val_agreement"] for h in res.history[:first + 1]] == agree[:first + 1]
+
+
 def test_adaptive_warmup_survives_resume(tmp_path, small) -> None:
     bundle, ann = small
     kw = dict(epochs=4, warmup=1, warmup_patience=1, warmup_min_delta=1.0)
