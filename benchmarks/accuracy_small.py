@@ -43,7 +43,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 SETTINGS: dict[str, dict[str, Any]] = {
     "digits-flip": {"epochs": 30, "warmup": 10, "label": "digits, flip q=0.1 eta=0.2"},
     "digits-instance": {"epochs": 30, "warmup": 10, "label": "digits, instance annotator"},
-    "cifar-pretrained": {"epochs": 20, "warmup": 8, "label": "CIFAR-10 5k, pre-trained annotator"},
+    "cifar-pretrained": {"epochs": 60, "warmup": 8, "label": "CIFAR-10 5k, pre-trained annotator"},
 }
 
 

@@ -171,3 +171,19 @@ def test_a_run_left_running_by_a_dead_process_is_marked_killed(tmp_path) -> None
     assert client.get_run(dead).info.status == "KILLED"
     new = json.loads((out / "mlflow_run.json").read_text())["run_id"]
     assert new != dead and client.get_run(new).info.status == "FINISHED"
+
+
+def test_agreement_gate_explains_a_run_that_stayed_a_warm_up(tmp_path) -> None:
+    runner = CliRunner()
+    ann = tmp_path / "a.npz"
+    assert runner.invoke(main, ["simulate", "--kind", "flip", "--data", "digits", "--out", str(ann)]).exit_code == 0
+    r = runner.invoke(main, ["train", "--data", "digits", "--annotations", str(ann), "--epochs", "3", "--warmup", "1",
+                             "--set", "model.name=tiny_cnn", "--set", "method.batch_size=128",
+                             "--set", "method.moco_queue=512", "--set", "warmup_patience=1",
+                             "--set", "warmup_min_delta=1.0", "--set", "warmup_min_after=0",
+                             "--set", "warmup_min_agreement=1.0", "--out", str(tmp_path / "run"), "--no-progress",
+                             "--no-track"])
+    assert r.exit_code == 0, r.output
+    # a plateau at once (min_delta 1) but the two networks never agree on every held-out image
+    assert "for 3 epochs (3 warm-up, adaptive, the whole run: the networks agreed on at most" in r.output
+    assert "below warmup_min_agreement=1.0" in r.output

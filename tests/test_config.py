@@ -112,6 +112,7 @@ def test_presets_faithful_and_robust() -> None:
     faithful = TrainConfig.for_method("coreg", preset="faithful")
     assert faithful.lr_period == 800 and faithful.min_steps_per_epoch == 0 and faithful.method.division == "global"
     assert faithful.lr == 0.01 and faithful.warmup_patience == 0  # the reference's rate, a fixed warm-up
+    assert robust.warmup_min_agreement == 0.8 and faithful.warmup_min_agreement == 0
     # a --set after the preset in the same update still wins; the preset key is applied first
     mixed = robust.with_overrides(["lr_period=50", "preset=faithful"])
     assert mixed.lr_period == 50 and mixed.min_steps_per_epoch == 0

@@ -31,7 +31,7 @@ def small():
 def _cfg(**kw) -> TrainConfig:
     sets = ["model.name=tiny_cnn", "method.batch_size=32", "method.moco_queue=100", "method.start_cont=0",
             "amp=off", "channels_last=false", "warmup=1", "val_fraction=0.1",
-            "warmup_patience=0", "warmup_min_after=0"]  # a fixed warm-up unless a test asks otherwise
+            "warmup_patience=0", "warmup_min_after=0", "warmup_min_agreement=0"]  # fixed unless a test asks
     return TrainConfig.for_method("coreg").with_overrides(sets).with_updates(kw)
 
 
