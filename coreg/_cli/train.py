@@ -285,13 +285,12 @@ def _train(*, data: str, data_dir: str | None, download: bool, split_seed: int, 
     m = result.metrics
     n_warm = int(m.get("warmup_epochs", cfg.warmup))
     whole = n_warm >= cfg.epochs and cfg.warmup < cfg.epochs
-    held = (whole and cfg.warmup_patience and "val_agreement" in m and cfg.warmup_min_agreement > 0
-            and max(h.get("val_agreement", 0.0) for h in result.history) < cfg.warmup_min_agreement)
+    agreed = max((h["val_agreement"] for h in result.history if "val_agreement" in h), default=None)
+    held = whole and cfg.warmup_patience and agreed is not None and agreed < cfg.warmup_min_agreement
     phase = (f" ({n_warm} warm-up" + (", adaptive" if cfg.warmup_patience else "")
              + (", the whole run" if whole else "")
-             + (f": the networks agreed on at most {max(h.get('val_agreement', 0.0) for h in result.history):.2f} "
-                f"of the held-out images, below warmup_min_agreement={cfg.warmup_min_agreement}" if held else "")
-             + ")")
+             + (f": the networks agreed on at most {agreed:.2f} of the held-out images, below "
+                f"warmup_min_agreement={cfg.warmup_min_agreement}" if held else "") + ")")
     click.echo(f"trained {cfg.method_name} for {cfg.epochs} epochs{phase} -> {out / 'student.pt'}")
     if "test_acc" in m:
         click.echo(f"test accuracy: {m['test_acc']:.4f} (best {m.get('best_test_acc', m['test_acc']):.4f}; "
