@@ -397,6 +397,10 @@ class Trainer:
             bar = tqdm(batches, total=total, desc=f"epoch {epoch} {phase}", leave=False,
                        disable=not self.progress, mininterval=1.0)
             for b_idx, batch in enumerate(bar):
+                if epoch < cfg.lr_warmup_epochs:
+                    frac = (epoch + (b_idx + 1) / total if total else epoch + 1) / cfg.lr_warmup_epochs
+                    for group in opt.param_groups:
+                        group["lr"] = lr * min(1.0, frac)
                 sctx = StepContext(epoch=epoch, warmup=warmup, phase=phase, batch_index=b_idx,
                                    num_batches=total or 0, generator=gen, rng=rng, data=self.data, optimizer=opt)
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16):

@@ -71,4 +71,7 @@ def negative_entropy(probs: torch.Tensor) -> torch.Tensor:
     """
     _check_2d("probs", probs)
     probs = probs.float()
-    return torch.special.xlogy(probs, probs).sum(dim=1).mean()
+    # The log's argument is clamped at the smallest normal float: the same value wherever p > 0,
+    # and a finite gradient where softmax underflowed to exactly 0 (``xlogy(p, p)``'s gradient there
+    # is 0/0 = NaN; a width-1.0 network at lr 0.1 reached it within its first epoch on digits).
+    return torch.special.xlogy(probs, probs.clamp_min(torch.finfo(torch.float32).tiny)).sum(dim=1).mean()

@@ -150,3 +150,31 @@ def test_adaptive_warmup_survives_resume(tmp_path, small) -> None:
     resumed = fit(_cfg(**kw), bundle, ann, out_dir=tmp_path / "b", resume=True, progress=False)
     assert _warmup_flags(resumed.history) == _warmup_flags(full.history) == [1, 1, 0, 0]
     assert resumed.history[-1]["test_acc"] == full.history[-1]["test_acc"]
+
+
+def test_lr_ramps_linearly_over_the_first_epochs(tmp_path, small, monkeypatch) -> None:
+    from coreg.methods.coreg import CoReg
+
+    seen: list[tuple[int, int, int, float]] = []
+    orig = CoReg.training_step
+
+    def spy(self, batch, ctx):
+        seen.append((ctx.epoch, ctx.batch_index, ctx.num_batches, ctx.optimizer.param_groups[0]["lr"]))
+        return orig(self, batch, ctx)
+
+    monkeypatch.setattr(CoReg, "training_step", spy)
+    bundle, ann = small
+    fit(_cfg(epochs=4, lr_warmup_epochs=2, lr=0.1), bundle, ann, out_dir=tmp_path, progress=False)
+    assert {e for e, *_ in seen} == {0, 1, 2, 3}
+    for epoch, b, n, lr in seen:
+        base = cosine_lr(epoch, base_lr=0.1, period=4, decay_rate=0.1)
+        ramp = min(1.0, (epoch + (b + 1) / n) / 2) if epoch < 2 else 1.0
+        assert lr == pytest.approx(base * ramp), (epoch, b, n)
+    assert seen[0][3] < 0.1 / 2 / seen[0][2] + 1e-9  # the first step runs at a small fraction of the rate
+    ramp_lrs = [lr for e, _, _, lr in seen if e == 0]
+    assert ramp_lrs[-1] > ramp_lrs[0]
+
+
+def test_faithful_preset_has_no_lr_ramp() -> None:
+    assert TrainConfig.for_method("coreg", preset="faithful").lr_warmup_epochs == 0
+    assert TrainConfig.for_method("coreg").lr_warmup_epochs > 0

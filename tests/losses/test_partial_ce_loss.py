@@ -88,3 +88,17 @@ def test_negative_entropy_bounds() -> None:
     assert -math.log(k) - 1e-6 <= v <= 0.0
     expected = (p * p.log()).sum(1).mean().item()
     assert v == pytest.approx(expected, abs=1e-6)
+
+
+def test_negative_entropy_gradient_is_finite_where_softmax_underflows() -> None:
+    # A confident wide network's softmax holds exact zeros; xlogy(p, p)'s gradient there is 0/0.
+    logits = torch.tensor([[200.0, 0.0, -5.0], [1.0, 2.0, 3.0]], requires_grad=True)
+    p = torch.softmax(logits, dim=1)
+    assert (p == 0).any()
+    loss = negative_entropy(p)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    # the value is still the exact mean of sum p log p (0 log 0 = 0)
+    q = p.detach()
+    ref = torch.where(q > 0, q * q.clamp_min(1e-45).log(), torch.zeros_like(q)).sum(1).mean()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
