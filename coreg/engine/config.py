@@ -84,10 +84,10 @@ class TrainConfig(StageConfig):
     epochs; ``0`` (the default) means the run's own length, so every run ends at a low rate (the
     reference fixes the period at 800 whatever the length, spec 3.9: the ``faithful`` preset).
     ``lr_warmup_epochs``: the rate ramps linearly (per step) from 0 over the first epochs (0 = off,
-    the reference). Without it a width-1.0 PreAct ResNet-18 at lr 0.1 fell to the warm-up loss's
-    trivial optimum, uniform predictions (``PCE + NE`` is lower there than for a confident network
-    on noisy sets), within its first epoch and never left it: digits, flip q=0.1 eta=0.2, 10
-    epochs of warm-up: 0.12 test accuracy; with a 2-epoch ramp 0.99 (lr 0.03 without a ramp: 0.98).
+    the reference). Without it a width-1.0 PreAct ResNet-18 at lr 0.1 was thrown near chance in its
+    first epoch and never recovered (the warm-up loss ``PCE + NE`` is low for near-uniform
+    predictions): digits, flip q=0.1 eta=0.2, 10 warm-up epochs: 0.12 test accuracy; with a
+    2-epoch ramp 0.99 (lr 0.03 without a ramp: 0.98).
     ``min_steps_per_epoch``: every phase of an epoch runs at least this many SGD steps (extra
     reshuffled passes on small data; the reference runs one pass, e.g. 3 steps per warm-up epoch
     for 1,300 images at batch 512, which leaves the networks near chance after a short warm-up).
