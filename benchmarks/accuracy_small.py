@@ -96,7 +96,7 @@ def run_one(setting: str, variant: str, seed: int, epochs: int, warmup: int, set
             "epochs": epochs, "warmup": warmup, "sets": sets, "test_acc": m["test_acc"], "best_test_acc": m["best_test_acc"],
             "annotator_test_acc": m.get("annotator_test_acc"), "annotator_train_acc": m.get("annotator_train_acc"),
             "gain_vs_annotator": m.get("gain_vs_annotator"), "avg_set_size": st["avg_set_size"], "eta": st["eta"],
-            "wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
+            "warmup_epochs": m.get("warmup_epochs"), "wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c}
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
@@ -117,12 +117,40 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def seed_summary(rows: list[dict[str, Any]]) -> str:
+    """Mean and spread over seeds of every (setting, method) run with two or more seeds ("" if none)."""
+    import numpy as np
+
+    groups: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("test_acc") is not None:
+            groups.setdefault((r["label"], r["method"], r["epochs"], r["warmup"]), []).append(r)
+    lines = ["| setting | method | seeds | final mean (min-max) | best mean | annotator test / train mean | "
+             "final - annotator, mean (min) |", "|---|---|---|---|---|---|---|"]
+    for (label, method, _, _), rs in groups.items():
+        if len(rs) < 2:
+            continue
+        fin = np.array([r["test_acc"] for r in rs])
+        gains = [r["gain_vs_annotator"] for r in rs if r["gain_vs_annotator"] is not None]
+        ref_test = [r["annotator_test_acc"] for r in rs if r["annotator_test_acc"] is not None]
+        ref_train = [r["annotator_train_acc"] for r in rs if r["annotator_train_acc"] is not None]
+        gain_s = f"{100 * np.mean(gains):+.1f} pts ({100 * min(gains):+.1f})" if gains else "n/a"
+        lines.append(f"| {label} | {method} | {','.join(str(r['seed']) for r in rs)} | {fin.mean():.3f} "
+                     f"({fin.min():.3f}-{fin.max():.3f}) | {np.mean([r['best_test_acc'] for r in rs]):.3f} | "
+                     f"{_fmt(float(np.mean(ref_test)) if ref_test else None)} / "
+                     f"{_fmt(float(np.mean(ref_train)) if ref_train else None)} | {gain_s} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def _write(out: Path, cmd: str, wall: float, rows: list[dict[str, Any]], *, complete: bool) -> str:
     """Write the JSON and markdown atomically (after every finished run: an interrupted benchmark
     keeps what it measured, marked incomplete)."""
     from coreg._fs import atomic_write_bytes
 
     md = table(rows)
+    summary = seed_summary(rows)
+    if summary:
+        md += "\n\nOver seeds:\n\n" + summary
     note = "" if complete else "\n(incomplete: the benchmark was still running)\n"
     atomic_write_bytes(out / "accuracy_small.json", json.dumps(
         {"command": cmd, "complete": complete, "wall_s": wall, "rows": rows}, indent=2).encode())
