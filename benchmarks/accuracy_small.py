@@ -1,8 +1,8 @@
 """Accuracy at CPU budgets: Co-Reg (robust default and faithful preset) against the baselines it
 must beat, with the annotator's own accuracy beside every row.
 
-    python -m benchmarks.accuracy_small                       # everything: ~130 CPU min, ~1 h on 2 cores
-    python -m benchmarks.accuracy_small --settings digits-flip,digits-instance   # ~20 CPU min
+    python -m benchmarks.accuracy_small                       # everything: ~125 CPU min, ~1 h on 2 cores
+    python -m benchmarks.accuracy_small --settings digits-flip,digits-instance   # ~15 CPU min
     python -m benchmarks.accuracy_small --settings digits-flip --methods coreg --seeds 0,1,2
 
 Settings (PreAct ResNet-18 at width 0.25, every method at its default config, one engine):
