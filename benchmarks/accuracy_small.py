@@ -121,13 +121,13 @@ def seed_summary(rows: list[dict[str, Any]]) -> str:
     """Mean and spread over seeds of every (setting, method) run with two or more seeds ("" if none)."""
     import numpy as np
 
-    groups: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
-    for r in rows:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:  # runs differing only in their seed
         if r.get("test_acc") is not None:
-            groups.setdefault((r["label"], r["method"], r["epochs"], r["warmup"]), []).append(r)
+            groups.setdefault((r["label"], r["method"], r["epochs"], r["warmup"], tuple(r.get("sets") or ())), []).append(r)
     lines = ["| setting | method | seeds | final mean (min-max) | best mean | annotator test / train mean | "
              "final - annotator, mean (min) |", "|---|---|---|---|---|---|---|"]
-    for (label, method, _, _), rs in groups.items():
+    for (label, method, *_), rs in groups.items():
         if len(rs) < 2:
             continue
         fin = np.array([r["test_acc"] for r in rs])
