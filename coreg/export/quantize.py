@@ -51,6 +51,7 @@ def _calibration_reader(x: np.ndarray, *, input_name: str, batch_size: int) -> A
 def quantize_int8(
     fp32_path: str | Path, out_path: str | Path, *, calibration_images: np.ndarray,
     spec: ImageSpec | Mapping[str, Any] | None = None, batch_size: int = 32, per_channel: bool = True,
+    reduce_range: bool = True,
 ) -> Path:
     """Statically quantize an exported fp32 model to int8 (QDQ format).
 
@@ -62,6 +63,11 @@ def quantize_int8(
         spec: the image spec; default: ``coreg.spec`` from the model's metadata.
         batch_size: calibration batch size.
         per_channel: per-channel weight scales (more accurate for convolutions).
+        reduce_range: 7-bit weights. x86 CPUs without VNNI (AVX2, AVX-512 before Cascade Lake)
+            compute int8 dot products with an instruction whose 16-bit intermediate sums saturate
+            on full-range weights: measured on an AVX2 AMD EPYC, a digits CNN's int8 model agreed
+            with fp32 on 0.85 of the test images at 8 bits. 7-bit weights cannot saturate there;
+            the cost elsewhere is one bit of weight precision.
 
     Returns:
         ``out_path``.
@@ -101,7 +107,7 @@ def quantize_int8(
         try:
             quantize_static(str(src), str(tmp), _calibration_reader(x, input_name=input_name, batch_size=batch_size),
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8, per_channel=per_channel,
+                            weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
                             calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         except Exception as e:  # noqa: BLE001 - surface onnxruntime's failure as one line
@@ -114,6 +120,7 @@ def quantize_int8(
         p = model.metadata_props.add()
         p.key, p.value = "coreg.quantization", json.dumps({"format": "QDQ", "weights": "int8", "activations": "int8",
                                                            "per_channel": per_channel,
+                                                           "reduce_range": reduce_range,
                                                            "calibration_images": int(len(x))})
         final_tmp = Path(td) / "final.onnx"
         onnx.save_model(model, str(final_tmp), save_as_external_data=False)
