@@ -96,7 +96,7 @@ from coreg.methods.selection import (
     sample_mixup,
     sharpen,
 )
-from coreg.methods.warmup import VIEWS, warmup_objective
+from coreg.methods.warmup import VIEWS, WEIGHTS, candidate_targets, warmup_objective
 from coreg.modules import LabeledQueue, PrototypeModule, copy_parameters, update_momentum
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class CoRegConfig(MethodConfig):
     cotrain_min_steps: int = 0  # one pass over P per co-training epoch; -1: the engine's min_steps_per_epoch
     warmup_view: str = "strong"  # the augmentation of the warm-up's one view: strong (reference) or weak
     warmup_mixup: float = 0.0  # Beta parameter of a mixup of the warm-up's inputs; 0 = none (reference)
+    candidate_weights: str = "uniform"  # uniform (reference), scores, auto: see coreg.methods.warmup
 
     def validate(self) -> None:
         check(self.batch_size >= 2, f"batch_size must be >= 2, got {self.batch_size}")
@@ -163,6 +164,8 @@ class CoRegConfig(MethodConfig):
         check(self.division in DIVISIONS, f"division must be one of {list(DIVISIONS)}, got {self.division!r}")
         check(0.0 <= self.balance_ratio <= 1.0, f"balance_ratio must be in [0, 1], got {self.balance_ratio}")
         check(self.warmup_mixup >= 0, f"warmup_mixup must be >= 0, got {self.warmup_mixup}")
+        check(self.candidate_weights in WEIGHTS,
+              f"candidate_weights must be one of {list(WEIGHTS)}, got {self.candidate_weights!r}")
         check(self.warmup_view in VIEWS, f"warmup_view must be one of {list(VIEWS)}, got {self.warmup_view!r}")
 
 
@@ -205,6 +208,8 @@ class CoReg(Method):
         self.cont = NoiseTolerantContrastiveLoss(cfg.cont_mode, temperature=cfg.cont_temperature,
                                                  base_temperature=cfg.cont_temperature)
         self._divisions: dict[str, Division] = {}
+        self._targets: tuple[Tensor, Tensor] | None = None  # (the candidates they came from, the targets)
+        self.targets(data)  # a bad target setting (scores the annotation lacks) fails here, not mid-run
 
     # ----------------------------------------------------------------- setup helpers
 
@@ -240,7 +245,9 @@ class CoReg(Method):
             if data.trusted is not None:
                 y = torch.where(data.trusted[:, None], data.candidates.float(), y)
             return y
-        return data.candidates.float()
+        if self._targets is None or self._targets[0] is not data.candidates:  # once per training set
+            self._targets = (data.candidates, candidate_targets(data.candidates, data.scores, self.cfg.candidate_weights))
+        return self._targets[1]
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"net1": self.sgd(self.net1.parameters()), "net2": self.sgd(self.net2.parameters())}

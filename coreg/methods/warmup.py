@@ -27,9 +27,34 @@ from coreg.data.transforms import Augmenter
 from coreg.losses import PartialCELoss, negative_entropy
 from coreg.methods.selection import sample_mixup
 
-__all__ = ["VIEWS", "warmup_objective"]
+__all__ = ["VIEWS", "WEIGHTS", "candidate_targets", "warmup_objective"]
 
 VIEWS = ("strong", "weak")
+WEIGHTS = ("uniform", "scores", "auto")
+_MIN_WEIGHT = 1e-3  # no candidate is ruled out by a near-zero score
+
+
+def candidate_targets(candidates: Tensor, scores: Tensor | None, mode: str) -> Tensor:
+    """The candidate vectors the partial CE trains on: 0/1 sets, or sets weighted by the annotator.
+
+    ``uniform``: ``Y`` itself (the reference). ``scores``: ``Y * s`` with the annotator's scores
+    ``s`` (floored at 1e-3 inside the set, each row scaled to a maximum of 1). The partial CE
+    ``-log sum_j w_j p_j`` then pulls the prediction towards ``w * p`` renormalised, the product of
+    the student's and the annotator's beliefs over the set, instead of the student's belief alone.
+    ``auto``: ``scores`` when the annotation has scores, ``uniform`` otherwise.
+
+    Raises:
+        ValueError: unknown mode, or ``scores`` without scores.
+    """
+    if mode not in WEIGHTS:
+        raise ValueError(f"candidate weights must be one of {WEIGHTS}, got {mode!r}")
+    y = candidates.float()
+    if mode == "uniform" or (mode == "auto" and scores is None):
+        return y
+    if scores is None:
+        raise ValueError("candidate_weights=scores needs an annotation with scores (e.g. from CLIP)")
+    w = y * scores.float().clamp_min(_MIN_WEIGHT)
+    return w / w.amax(1, keepdim=True).clamp_min(1e-12)
 
 
 def warmup_objective(forward: Callable[[Tensor], Tensor], images: Tensor, targets: Tensor, *, augment: Augmenter,

@@ -24,7 +24,7 @@ from coreg.losses import PartialCELoss
 from coreg.methods.base import StepContext, StepOutput, TrainData
 from coreg.methods.baselines._single_net import SingleNetConfig, SingleNetMethod, softmax32
 from coreg.methods.registry import register_method
-from coreg.methods.warmup import VIEWS, warmup_objective
+from coreg.methods.warmup import VIEWS, WEIGHTS, candidate_targets, warmup_objective
 
 __all__ = ["WarmupOnlyConfig", "WarmupOnly"]
 
@@ -45,11 +45,14 @@ class WarmupOnlyConfig(SingleNetConfig):
     neg_entropy_weight: float = 1.0
     warmup_view: str = "strong"
     warmup_mixup: float = 0.0
+    candidate_weights: str = "uniform"
 
     def validate(self) -> None:
         super().validate()
         check(self.warmup_view in VIEWS, f"warmup_view must be one of {list(VIEWS)}, got {self.warmup_view!r}")
         check(self.warmup_mixup >= 0, f"warmup_mixup must be >= 0, got {self.warmup_mixup}")
+        check(self.candidate_weights in WEIGHTS,
+              f"candidate_weights must be one of {list(WEIGHTS)}, got {self.candidate_weights!r}")
         check(self.neg_entropy_weight >= 0, f"neg_entropy_weight must be >= 0, got {self.neg_entropy_weight}")
 
 
@@ -62,10 +65,11 @@ class WarmupOnly(SingleNetMethod):
     def __init__(self, cfg: WarmupOnlyConfig, *, data: TrainData, model_factory: Any, optim: dict[str, float]) -> None:
         super().__init__(cfg, data=data, model_factory=model_factory, optim=optim)
         self.pce = PartialCELoss()
+        self.targets = candidate_targets(data.candidates, data.scores, cfg.candidate_weights)
 
     def step(self, idx: Tensor, ctx: StepContext) -> StepOutput:
         data = ctx.data
-        _, l_pce, l_ne = warmup_objective(lambda x: softmax32(self.net(x)[0]), data.images[idx], data.candidates[idx],
+        _, l_pce, l_ne = warmup_objective(lambda x: softmax32(self.net(x)[0]), data.images[idx], self.targets[idx],
                                           augment=data.augment, pce=self.pce, view=self.cfg.warmup_view,
                                           mixup_alpha=self.cfg.warmup_mixup, rng=ctx.rng, generator=ctx.generator)
         loss = l_pce + self.cfg.neg_entropy_weight * l_ne
